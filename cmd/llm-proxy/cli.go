@@ -1,0 +1,574 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/llm-proxy/llm-proxy/store"
+	"github.com/llm-proxy/llm-proxy/store/secret"
+)
+
+// cliTimeout bounds one subcommand's database work: a CLI call that waits on a wedged lock
+// should fail visibly, not hang a shell script.
+const cliTimeout = 30 * time.Second
+
+// runCommand runs one CLI subcommand against the database.
+func runCommand(args []string, stdout, stderr io.Writer) error {
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		return writeUsage(stdout)
+	case "version", "--version", "-version":
+		fmt.Fprintf(stdout, "llm-proxy %s (commit %s, built %s, %s %s/%s)\n",
+			version, commit, buildDate, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
+	defer cancel()
+	switch args[0] {
+	case "migrate":
+		return withStore(ctx, stderr, false, func(st *store.Store) error {
+			n, err := st.Migrate(ctx)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "applied %d migration(s) to %s\n", n, st.Path())
+			return nil
+		})
+	case "keys":
+		return runKeys(ctx, args[1:], stdout, stderr)
+	case "upstreams":
+		return runUpstreams(ctx, args[1:], stdout, stderr)
+	case "status":
+		return runStatus(ctx, args[1:], stdout, stderr)
+	}
+	return usagef("unknown command %q", args[0])
+}
+
+// withStore opens and migrates the database named by the environment (or the default), runs
+// fn and closes it. Migrating first means a CLI call against a fresh path just works.
+//
+// Only commands that touch provider keys (needSecret) load the secret key: a `keys list` run
+// from a shell that lacks LLM_PROXY_SECRET_KEY must not create a secret.key file that
+// differs from the gateway's key.
+func withStore(ctx context.Context, stderr io.Writer, needSecret bool, fn func(st *store.Store) error) error {
+	scfg, secretKey, err := loadDatabaseConfig(os.LookupEnv)
+	if err != nil {
+		return err
+	}
+	// CLI commands open a handful of connections at most; the pool limits are for servers.
+	scfg.MaxOpenConns, scfg.MaxIdleConns = 2, 1
+	logger := hclog.New(&hclog.LoggerOptions{Name: "llm-proxy", Level: hclog.Warn, Output: stderr})
+	var box *secret.Box
+	if needSecret {
+		if box, _, err = secret.Load(secretKey, filepath.Dir(scfg.Path)); err != nil {
+			return err
+		}
+	}
+	st, err := store.Open(ctx, scfg, box, logger)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if _, err := st.Migrate(ctx); err != nil {
+		return err
+	}
+	return fn(st)
+}
+
+// newFlagSet returns a flag set that reports errors to stderr and never exits by itself.
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("llm-proxy "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// parseFlags parses args, allowing positional arguments before flags ("revoke 3 --json").
+func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, &usageError{msg: "help requested"}
+			}
+			return nil, &usageError{msg: err.Error()}
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// ---- keys ----
+
+func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usagef("keys needs a subcommand: create, list or revoke")
+	}
+	switch args[0] {
+	case "create":
+		fs := newFlagSet("keys create", stderr)
+		name := fs.String("name", "", "key name (required)")
+		models := fs.String("models", "", "comma-separated models the key may use (default: all)")
+		expires := fs.String("expires", "", "lifetime (30d, 12h) or last valid date (2026-12-31); default: never")
+		pos, err := parseFlags(fs, args[1:])
+		if err != nil {
+			return err
+		}
+		if len(pos) > 0 {
+			return usagef("keys create: unexpected argument %q", pos[0])
+		}
+		if strings.TrimSpace(*name) == "" {
+			return usagef("keys create: --name is required")
+		}
+		now := time.Now()
+		exp, err := parseExpiry(*expires, now)
+		if err != nil {
+			return err
+		}
+		return withStore(ctx, stderr, false, func(st *store.Store) error {
+			return createKey(ctx, st, strings.TrimSpace(*name), splitList(*models), exp, now, stdout)
+		})
+	case "list":
+		fs := newFlagSet("keys list", stderr)
+		asJSON := fs.Bool("json", false, "print JSON")
+		if _, err := parseFlags(fs, args[1:]); err != nil {
+			return err
+		}
+		return withStore(ctx, stderr, false, func(st *store.Store) error {
+			return listKeys(ctx, st, *asJSON, time.Now(), stdout)
+		})
+	case "revoke":
+		fs := newFlagSet("keys revoke", stderr)
+		pos, err := parseFlags(fs, args[1:])
+		if err != nil {
+			return err
+		}
+		if len(pos) != 1 {
+			return usagef("keys revoke needs exactly one key ID")
+		}
+		id, err := strconv.ParseInt(pos[0], 10, 64)
+		if err != nil || id < 1 {
+			return usagef("keys revoke: %q is not a key ID (see keys list)", pos[0])
+		}
+		return withStore(ctx, stderr, false, func(st *store.Store) error {
+			if err := st.RevokeAPIKey(ctx, id, time.Now()); err != nil {
+				if errors.Is(err, store.ErrNotFound) {
+					return fmt.Errorf("no key with ID %d", id)
+				}
+				return err
+			}
+			fmt.Fprintf(stdout, "revoked key %d\n", id)
+			return nil
+		})
+	}
+	return usagef("unknown keys subcommand %q", args[0])
+}
+
+// keyAlphabet is base62: 32 characters carry 32·log2(62) ≈ 190 bits.
+const keyAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+const keyRandomChars = 32
+
+// newAPIKey returns "sk-" and 32 uniformly random base62 characters from crypto/rand.
+func newAPIKey() (string, error) {
+	out := make([]byte, 0, 3+keyRandomChars)
+	out = append(out, "sk-"...)
+	var buf [64]byte
+	for len(out) < cap(out) {
+		if _, err := rand.Read(buf[:]); err != nil {
+			return "", fmt.Errorf("generate key: %w", err)
+		}
+		for _, b := range buf {
+			// Rejection sampling: 248 = 4·62, so b%62 is uniform for b < 248.
+			if b >= 248 {
+				continue
+			}
+			out = append(out, keyAlphabet[b%62])
+			if len(out) == cap(out) {
+				break
+			}
+		}
+	}
+	return string(out), nil
+}
+
+// keyPrefix is what listings show of a key: enough to tell keys apart, far too little to use.
+func keyPrefix(key string) string {
+	return key[:8] + "…"
+}
+
+func createKey(ctx context.Context, st *store.Store, name string, models []string, expires, now time.Time, stdout io.Writer) error {
+	key, err := newAPIKey()
+	if err != nil {
+		return err
+	}
+	id, err := st.CreateAPIKey(ctx, store.APIKey{
+		Name:      name,
+		Hash:      sha256.Sum256([]byte(key)),
+		Prefix:    keyPrefix(key),
+		Models:    models,
+		CreatedAt: now,
+		ExpiresAt: expires,
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "created key %d %q (models: %s, expires: %s); it is shown only once:\n",
+		id, name, modelsText(models), timeText(expires))
+	fmt.Fprintln(stdout, key)
+	return nil
+}
+
+// parseExpiry accepts "" (never), a lifetime ("30d", "12h", "90m", "1h30m") or a date
+// ("2026-12-31": the key works through that day, UTC) or an RFC 3339 time.
+func parseExpiry(s string, now time.Time) (time.Time, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || s == "never" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse("2006-01-02", s); err == nil {
+		return t.AddDate(0, 0, 1), nil
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	var d time.Duration
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil {
+			return time.Time{}, usagef("--expires %q: want a lifetime like 30d or 12h, or a date like 2026-12-31", s)
+		}
+		d = time.Duration(n) * 24 * time.Hour
+	} else {
+		var err error
+		d, err = time.ParseDuration(s)
+		if err != nil {
+			return time.Time{}, usagef("--expires %q: want a lifetime like 30d or 12h, or a date like 2026-12-31", s)
+		}
+	}
+	if d <= 0 {
+		return time.Time{}, usagef("--expires %q: the lifetime must be positive", s)
+	}
+	return now.Add(d), nil
+}
+
+// keyJSON is one row of `keys list --json`.
+type keyJSON struct {
+	ID        int64    `json:"id"`
+	Name      string   `json:"name"`
+	Prefix    string   `json:"prefix"`
+	Models    []string `json:"models"`
+	CreatedAt string   `json:"created"`
+	ExpiresAt string   `json:"expires,omitempty"`
+	State     string   `json:"state"`
+}
+
+func listKeys(ctx context.Context, st *store.Store, asJSON bool, now time.Time, stdout io.Writer) error {
+	keys, err := st.ListAPIKeys(ctx)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		rows := make([]keyJSON, 0, len(keys))
+		for i := range keys {
+			k := &keys[i]
+			models := k.Models
+			if models == nil {
+				models = []string{}
+			}
+			row := keyJSON{ID: k.ID, Name: k.Name, Prefix: k.Prefix, Models: models,
+				CreatedAt: k.CreatedAt.UTC().Format(time.RFC3339), State: k.State(now)}
+			if !k.ExpiresAt.IsZero() {
+				row.ExpiresAt = k.ExpiresAt.UTC().Format(time.RFC3339)
+			}
+			rows = append(rows, row)
+		}
+		return writeJSON(stdout, rows)
+	}
+	tw := tabwriter.NewWriter(stdout, 2, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tPREFIX\tMODELS\tCREATED\tEXPIRES\tSTATE")
+	for i := range keys {
+		k := &keys[i]
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Name, k.Prefix, modelsText(k.Models),
+			timeText(k.CreatedAt), timeText(k.ExpiresAt), k.State(now))
+	}
+	return tw.Flush()
+}
+
+func modelsText(models []string) string {
+	if len(models) == 0 {
+		return "all"
+	}
+	return strings.Join(models, ",")
+}
+
+func timeText(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05Z")
+}
+
+// ---- upstreams ----
+
+func runUpstreams(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usagef("upstreams needs a subcommand: add, list or remove")
+	}
+	switch args[0] {
+	case "add":
+		fs := newFlagSet("upstreams add", stderr)
+		name := fs.String("name", "", "upstream name (required, unique)")
+		baseURL := fs.String("base-url", "", "OpenAI-compatible base URL, e.g. http://127.0.0.1:11434/v1 (required)")
+		apiKey := fs.String("api-key", "", "the provider's API key (stored encrypted)")
+		models := fs.String("models", "", "models served: m1,m2 or public=upstream aliases (default: any model, passed through)")
+		weight := fs.Int("weight", 1, "share of traffic among upstreams serving the same model")
+		provider := fs.String("provider", "openai", "provider API: openai")
+		pos, err := parseFlags(fs, args[1:])
+		if err != nil {
+			return err
+		}
+		if len(pos) > 0 {
+			return usagef("upstreams add: unexpected argument %q", pos[0])
+		}
+		u, err := buildUpstream(*name, *baseURL, *apiKey, *models, *weight, *provider)
+		if err != nil {
+			return err
+		}
+		return withStore(ctx, stderr, true, func(st *store.Store) error {
+			if _, err := st.AddUpstream(ctx, u); err != nil {
+				if errors.Is(err, store.ErrExists) {
+					return fmt.Errorf("an upstream named %q already exists", u.Name)
+				}
+				return err
+			}
+			fmt.Fprintf(stdout, "added upstream %q (%s, models: %s, weight %d, key %s)\n",
+				u.Name, u.BaseURL, deploymentsText(u.Deployments), u.Weight, maskKey(u.APIKey))
+			return nil
+		})
+	case "list":
+		fs := newFlagSet("upstreams list", stderr)
+		asJSON := fs.Bool("json", false, "print JSON")
+		if _, err := parseFlags(fs, args[1:]); err != nil {
+			return err
+		}
+		return withStore(ctx, stderr, true, func(st *store.Store) error {
+			return listUpstreams(ctx, st, *asJSON, stdout)
+		})
+	case "remove":
+		fs := newFlagSet("upstreams remove", stderr)
+		pos, err := parseFlags(fs, args[1:])
+		if err != nil {
+			return err
+		}
+		if len(pos) != 1 {
+			return usagef("upstreams remove needs exactly one upstream name")
+		}
+		return withStore(ctx, stderr, false, func(st *store.Store) error {
+			if err := st.RemoveUpstream(ctx, pos[0]); err != nil {
+				if errors.Is(err, store.ErrNotFound) {
+					return fmt.Errorf("no upstream named %q", pos[0])
+				}
+				return err
+			}
+			fmt.Fprintf(stdout, "removed upstream %q\n", pos[0])
+			return nil
+		})
+	}
+	return usagef("unknown upstreams subcommand %q", args[0])
+}
+
+// buildUpstream validates the flags of `upstreams add` and turns them into a store.Upstream.
+func buildUpstream(name, baseURL, apiKey, models string, weight int, provider string) (store.Upstream, error) {
+	name = strings.TrimSpace(name)
+	if name == "" {
+		return store.Upstream{}, usagef("upstreams add: --name is required")
+	}
+	base, err := parseBaseURL(baseURL)
+	if err != nil {
+		return store.Upstream{}, err
+	}
+	if weight < 0 {
+		return store.Upstream{}, usagef("upstreams add: --weight must be 0 or more, got %d", weight)
+	}
+	if provider != "openai" {
+		return store.Upstream{}, usagef("upstreams add: --provider %q is not supported; accepted values are openai", provider)
+	}
+	deps, err := parseDeployments(models, weight)
+	if err != nil {
+		return store.Upstream{}, err
+	}
+	return store.Upstream{
+		Name:        name,
+		Provider:    provider,
+		BaseURL:     base,
+		APIKey:      strings.TrimSpace(apiKey),
+		Weight:      weight,
+		Enabled:     true,
+		Deployments: deps,
+	}, nil
+}
+
+func parseBaseURL(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	u, err := url.Parse(s)
+	if s == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Hostname() == "" {
+		return "", usagef("upstreams add: --base-url %q must be an http:// or https:// URL with a host", s)
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return "", usagef("upstreams add: --base-url %q must not have a query or fragment", s)
+	}
+	// The worker appends /chat/completions and friends; a trailing slash would double it.
+	return strings.TrimRight(s, "/"), nil
+}
+
+// parseDeployments reads "m1,m2" (served under the same name) and "public=upstream" aliases.
+// Nothing means one wildcard deployment: any model name is passed through.
+func parseDeployments(s string, weight int) ([]store.Deployment, error) {
+	items := splitList(s)
+	if len(items) == 0 {
+		return []store.Deployment{{PublicModel: store.AnyModel, Weight: weight}}, nil
+	}
+	seen := make(map[string]bool)
+	deps := make([]store.Deployment, 0, len(items))
+	for _, it := range items {
+		public, upstream, alias := strings.Cut(it, "=")
+		public, upstream = strings.TrimSpace(public), strings.TrimSpace(upstream)
+		if !alias {
+			upstream = public
+		}
+		if public == "" || upstream == "" || strings.Contains(upstream, "=") {
+			return nil, usagef("upstreams add: --models item %q must be a model name or public=upstream", it)
+		}
+		if seen[public] {
+			return nil, usagef("upstreams add: --models lists %q twice", public)
+		}
+		seen[public] = true
+		d := store.Deployment{PublicModel: public, UpstreamModel: upstream, Weight: weight}
+		if public == store.AnyModel {
+			d.UpstreamModel = ""
+		}
+		deps = append(deps, d)
+	}
+	return deps, nil
+}
+
+// maskKey shows enough of a provider key to recognise it ("sk-a…wxyz") and never all of it.
+func maskKey(k string) string {
+	switch {
+	case k == "":
+		return "(none)"
+	case len(k) < 12:
+		return "…" + k[len(k)-2:]
+	}
+	return k[:4] + "…" + k[len(k)-4:]
+}
+
+func deploymentsText(deps []store.Deployment) string {
+	if len(deps) == 0 {
+		return "none"
+	}
+	parts := make([]string, 0, len(deps))
+	for _, d := range deps {
+		switch {
+		case d.PublicModel == store.AnyModel:
+			parts = append(parts, "* (any)")
+		case d.UpstreamModel != "" && d.UpstreamModel != d.PublicModel:
+			parts = append(parts, d.PublicModel+"="+d.UpstreamModel)
+		default:
+			parts = append(parts, d.PublicModel)
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// upstreamJSON is one row of `upstreams list --json`; the key is masked there too.
+type upstreamJSON struct {
+	ID       int64       `json:"id"`
+	Name     string      `json:"name"`
+	Provider string      `json:"provider"`
+	BaseURL  string      `json:"base_url"`
+	Models   []modelJSON `json:"models"`
+	Weight   int         `json:"weight"`
+	Enabled  bool        `json:"enabled"`
+	APIKey   string      `json:"api_key"`
+	Created  string      `json:"created"`
+}
+
+type modelJSON struct {
+	Public   string `json:"public"`
+	Upstream string `json:"upstream,omitempty"`
+	Weight   int    `json:"weight"`
+}
+
+func listUpstreams(ctx context.Context, st *store.Store, asJSON bool, stdout io.Writer) error {
+	ups, err := st.ListUpstreams(ctx)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		rows := make([]upstreamJSON, 0, len(ups))
+		for _, u := range ups {
+			row := upstreamJSON{ID: u.ID, Name: u.Name, Provider: providerName(u.Provider), BaseURL: u.BaseURL,
+				Models: []modelJSON{}, Weight: u.Weight, Enabled: u.Enabled, APIKey: maskKey(u.APIKey),
+				Created: u.CreatedAt.UTC().Format(time.RFC3339)}
+			for _, d := range u.Deployments {
+				row.Models = append(row.Models, modelJSON{Public: d.PublicModel, Upstream: d.UpstreamModel, Weight: d.Weight})
+			}
+			rows = append(rows, row)
+		}
+		return writeJSON(stdout, rows)
+	}
+	tw := tabwriter.NewWriter(stdout, 2, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tPROVIDER\tBASE URL\tMODELS\tWEIGHT\tENABLED\tAPI KEY")
+	for _, u := range ups {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%t\t%s\n", u.Name, providerName(u.Provider), u.BaseURL,
+			deploymentsText(u.Deployments), u.Weight, u.Enabled, maskKey(u.APIKey))
+	}
+	return tw.Flush()
+}
+
+func providerName(p string) string {
+	if p == "" {
+		return "openai"
+	}
+	return p
+}
+
+// ---- shared helpers ----
+
+// splitList splits a comma-separated flag value, dropping blanks.
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,207 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/oklog/run"
+
+	"github.com/llm-proxy/llm-proxy/coordinator"
+	"github.com/llm-proxy/llm-proxy/store"
+	"github.com/llm-proxy/llm-proxy/store/secret"
+	"github.com/llm-proxy/llm-proxy/store/spool"
+	"github.com/llm-proxy/llm-proxy/supervisor"
+	"github.com/llm-proxy/llm-proxy/worker"
+)
+
+// spoolFileBytes is the size at which a worker seals its spool file and starts the next, so
+// the primary can delete ingested data while the worker keeps running.
+const spoolFileBytes = 16 << 20
+
+// parentPollInterval is how often a worker checks that its supervisor is still alive.
+const parentPollInterval = 500 * time.Millisecond
+
+// errParentGone ends a worker whose supervisor died: nobody would restart, drain or
+// re-emit the logs of an orphan, and it would keep the port busy for the next supervisor.
+var errParentGone = errors.New("supervisor is gone")
+
+// runWorker is the role of a process the supervisor started: serve the slot's socket until
+// SIGTERM (or the supervisor's death), then drain.
+func runWorker(stderr io.Writer) error {
+	// Register first: SIGTERM during start-up must end in a clean exit, not a kill.
+	stopSig := make(chan os.Signal, 1)
+	signal.Notify(stopSig, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(stopSig)
+	// The supervisor's SIGHUP/SIGUSR2 are for the supervisor; a worker must not die of one
+	// that reaches the whole process group.
+	signal.Ignore(syscall.SIGHUP, syscall.SIGUSR2)
+
+	start := time.Now()
+	pid := os.Getpid()
+	slot := supervisor.Slot()
+
+	cfg, err := loadConfig(os.LookupEnv, nil)
+	if err != nil {
+		return err
+	}
+	logger := newWorkerLogger(cfg.LogLevel, slot, stderr)
+
+	ctx, cancel := context.WithTimeout(context.Background(), startupTimeout)
+	defer cancel()
+	box, _, err := secret.Load(cfg.SecretKey, filepath.Dir(cfg.StoreConfig.Path))
+	if err != nil {
+		return err
+	}
+	st, err := store.Open(ctx, cfg.StoreConfig, box, logger)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	// The supervisor migrated already; the worker only applies the settings table.
+	if cfg, err = reloadConfig(ctx, st); err != nil {
+		return err
+	}
+	logger.SetLevel(levelOf(cfg.LogLevel))
+
+	id := coordinator.NewID(slot, pid, start)
+	logger = logger.With("worker_id", id)
+	sp, err := spool.Create(cfg.SpoolDir, id, spoolFileBytes)
+	if err != nil {
+		return err
+	}
+
+	coord := coordinator.New(cfg.CoordinatorConfig, st, coordinator.Identity{
+		ID: id, Slot: slot, PID: pid, Version: version,
+	}, coordinator.SystemClock(), logger)
+	coord.AddTask(coordinator.IngestTask(st, cfg.SpoolDir, logger))
+	coord.AddTask(coordinator.RetentionTask(st, cfg.CoordinatorConfig.LogRetentionDays, logger))
+	coord.AddTask(coordinator.CheckpointTask(st, logger))
+
+	w, err := worker.New(ctx, cfg.WorkerConfig, worker.Deps{
+		Store:    st,
+		Spool:    sp,
+		Logger:   logger,
+		Slot:     slot,
+		WorkerID: id,
+		Version:  version,
+		Routing:  cfg.RoutingConfig,
+	})
+	if err != nil {
+		sp.Close()
+		return err
+	}
+	ln, err := supervisor.Listener()
+	if err != nil {
+		sp.Close()
+		return err
+	}
+	cancel()
+
+	drained := true
+	var g run.Group
+	{
+		// HTTP server. Interrupted first (actors are interrupted in the order they were
+		// added, each interrupt returning before the next starts), and its interrupt blocks
+		// until in-flight requests and streams finish or SHUTDOWN_TIMEOUT passes. Meanwhile
+		// the snapshot refresher and the coordinator below keep running: a key revoked
+		// during the drain is still refused, and this worker keeps heart-beating (and, if
+		// primary, ingesting) until it has served its last request.
+		g.Add(func() error {
+			return w.Serve(ln)
+		}, func(error) {
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.WorkerConfig.ShutdownTimeout)
+			defer cancel()
+			if err := w.Shutdown(ctx); err != nil {
+				drained = false
+				logger.Warn("drain did not finish in time", "shutdown_timeout", cfg.WorkerConfig.ShutdownTimeout, "error", err)
+			}
+		})
+	}
+	{
+		// Liveness: tells the supervisor this worker serves (the socket is already
+		// listening, so connections queue until Serve accepts them), then pings the
+		// watchdog. Interrupted after the drain: the pings go on while requests finish, so
+		// a long drain is never mistaken for a frozen worker.
+		ctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error {
+			supervisor.Ready(ctx)
+			return nil
+		}, func(error) {
+			cancel()
+		})
+	}
+	{
+		// Key and routing snapshots: refreshed from the change counters until the server
+		// has drained (see the HTTP server's comment).
+		ctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error {
+			return w.Run(ctx)
+		}, func(error) {
+			cancel()
+		})
+	}
+	{
+		// Coordinator: heartbeats, the primary lease and primary-only tasks. Stopped after
+		// the drain, so a draining primary keeps ingesting and its lease is released (or
+		// expires) only when it no longer serves.
+		ctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error {
+			return coord.Run(ctx)
+		}, func(error) {
+			cancel()
+		})
+	}
+	{
+		// Termination: SIGTERM/SIGINT from the supervisor (or an operator) starts the drain.
+		ctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error {
+			select {
+			case sig := <-stopSig:
+				logger.Info("received signal, draining", "signal", sig.String())
+				return nil
+			case <-ctx.Done():
+				return nil
+			}
+		}, func(error) {
+			cancel()
+		})
+	}
+	{
+		// Orphan check: a worker whose supervisor died drains and exits as on SIGTERM.
+		ctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error {
+			gone := false
+			supervisor.WatchParent(ctx, parentPollInterval, func() { gone = true })
+			if gone {
+				logger.Warn("supervisor is gone, draining")
+				return errParentGone
+			}
+			return nil
+		}, func(error) {
+			cancel()
+		})
+	}
+	runErr := g.Run()
+
+	// Every handler has returned, so nothing appends to the spool any more; closing seals
+	// it for the primary. After a drain that timed out a handler may still be running:
+	// leave the file open (the process exit closes it), since an append to a closed spool
+	// would lose that record, and the ingest treats a dead writer's file as finished.
+	if drained {
+		if err := sp.Close(); err != nil {
+			logger.Warn("close spool", "error", err)
+		}
+	}
+	if runErr != nil && !errors.Is(runErr, errParentGone) {
+		return fmt.Errorf("worker: %w", runErr)
+	}
+	logger.Info("worker stopped")
+	return nil
+}

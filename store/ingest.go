@@ -1,0 +1,342 @@
+package store
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"zombiezen.com/go/sqlite"
+
+	"github.com/llm-proxy/llm-proxy/store/spool"
+)
+
+// ErrFenced is returned by primary-only writes whose lease epoch is no longer the current
+// one: another process took the lease, and this one must stop acting as primary.
+var ErrFenced = errors.New("store: fenced: lease epoch changed")
+
+// IngestResult counts what one IngestSpools pass did.
+type IngestResult struct {
+	Rows    int // request_logs rows inserted (replayed duplicates not counted)
+	Files   int // spool files read
+	Deleted int // spool files removed after being fully ingested
+}
+
+// maxLineBytes bounds one record; a longer "line" is corrupt (records are < 1 KiB).
+const maxLineBytes = 1 << 20
+
+// IngestSpools moves the records of every *.spool and *.sealed file in dir into
+// request_logs. Each file is read from its committed offset (spool_offsets, keyed by the
+// name without its suffix, so sealing between two passes is harmless); only complete lines
+// are taken, so a record being written is picked up by the next pass. At most maxBatch rows
+// go into each BEGIN IMMEDIATE transaction together with the new offset, and request_id is
+// unique (INSERT OR IGNORE), so a replayed batch inserts nothing twice.
+//
+// If epoch > 0 every transaction first checks leader.epoch = epoch and returns ErrFenced,
+// committing nothing, when it differs. A corrupt line is logged and skipped.
+//
+// A file is removed, with its offset row, once everything in it is ingested and it is
+// sealed or its writer is gone (see writerGone); a dead writer's unfinished last line can
+// never complete, so it is counted as corrupt then.
+func (s *Store) IngestSpools(ctx context.Context, dir string, epoch int64, maxBatch int) (IngestResult, error) {
+	var res IngestResult
+	if maxBatch < 1 {
+		maxBatch = 1
+	}
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return res, nil
+	}
+	if err != nil {
+		return res, fmt.Errorf("store: ingest: read spool dir: %w", err)
+	}
+	var names []string
+	for _, e := range entries {
+		if _, ok := spool.BaseName(e.Name()); ok && e.Type().IsRegular() {
+			names = append(names, e.Name())
+		}
+	}
+	sort.Strings(names) // write order within one worker (zero-padded seq)
+	var live map[string]bool
+	for _, name := range names {
+		if err := ctx.Err(); err != nil {
+			return res, fmt.Errorf("store: ingest: %w", err)
+		}
+		base, _ := spool.BaseName(name)
+		sealed := strings.HasSuffix(name, spool.SealedSuffix)
+		var done bool
+		if !sealed {
+			if live == nil {
+				if live, err = s.liveWorkerIDs(ctx); err != nil {
+					return res, err
+				}
+			}
+			done = writerGone(spool.WriterID(base), live)
+		}
+		rows, deleted, err := s.ingestFile(ctx, filepath.Join(dir, name), base, sealed || done, epoch, maxBatch)
+		res.Rows += rows
+		if err != nil {
+			return res, err
+		}
+		res.Files++
+		if deleted {
+			res.Deleted++
+		}
+	}
+	return res, nil
+}
+
+// liveWorkerIDs returns the ids of every workers row, for writerGone.
+func (s *Store) liveWorkerIDs(ctx context.Context) (map[string]bool, error) {
+	ids := map[string]bool{}
+	err := s.read(ctx, func(conn *sqlite.Conn) error {
+		stmt := conn.Prep("SELECT id FROM workers")
+		defer stmt.Reset()
+		for {
+			row, err := stmt.Step()
+			if err != nil || !row {
+				return err
+			}
+			ids[stmt.ColumnText(0)] = true
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: ingest: list workers: %w", err)
+	}
+	return ids, nil
+}
+
+// writerGone reports whether the worker "<slot>-<pid>-<startnanos>" that wrote a spool
+// file has exited: kill(pid, 0) says ESRCH and no workers row claims the id. We do not
+// compare /proc/<pid>/stat start times: deleting the file of a live writer would lose the
+// records it appends afterwards, while a wrong "alive" only leaves a fully ingested file
+// behind. So every doubt answers "alive": a pid reused by another process, a stale workers
+// row (rows are removed on clean exit and by ReleasePID), an id we cannot parse. The row
+// check covers a writer whose pid we cannot see (another pid namespace sharing the dir).
+func writerGone(id string, live map[string]bool) bool {
+	if live[id] {
+		return false
+	}
+	parts := strings.Split(id, "-")
+	if len(parts) != 3 {
+		return false
+	}
+	pid, err := strconv.Atoi(parts[1])
+	if err != nil || pid <= 0 {
+		return false
+	}
+	return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
+}
+
+// ingestFile ingests one file from its committed offset. finished means nothing more will
+// be appended (sealed, or its writer is gone): then the file is deleted once read to the end.
+func (s *Store) ingestFile(ctx context.Context, path, base string, finished bool, epoch int64, maxBatch int) (rows int, deleted bool, err error) {
+	offset, err := s.spoolOffset(ctx, base)
+	if err != nil {
+		return 0, false, err
+	}
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) && !finished {
+		// Sealed (renamed) since we listed the directory: the next pass reads it under
+		// its new name from the same offset.
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("store: ingest: open spool: %w", err)
+	}
+	defer f.Close()
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return 0, false, fmt.Errorf("store: ingest: seek spool: %w", err)
+	}
+	br := bufio.NewReaderSize(f, 256<<10)
+	batch := make([]spool.Record, 0, min(maxBatch, 4096))
+	var long []byte   // a line longer than br's buffer, being assembled (capped at maxLineBytes)
+	var longLen int64 // bytes of that line consumed so far, which is what the offset counts
+	atEOF := false
+	for !atEOF {
+		batch = batch[:0]
+		next := offset
+		for len(batch) < maxBatch {
+			line, err := br.ReadSlice('\n')
+			if errors.Is(err, bufio.ErrBufferFull) {
+				if len(long)+len(line) <= maxLineBytes {
+					long = append(long, line...)
+				}
+				longLen += int64(len(line))
+				continue
+			}
+			if err != nil && !errors.Is(err, io.EOF) {
+				return rows, false, fmt.Errorf("store: ingest: read spool: %w", err)
+			}
+			size := longLen + int64(len(line))
+			if errors.Is(err, io.EOF) {
+				atEOF = true
+				if size > 0 && finished {
+					// The writer will never finish this line.
+					s.logger.Warn("spool: skipping unterminated last line", "spool", base, "offset", next)
+					next += size
+				}
+				break
+			}
+			if longLen > 0 {
+				line = append(long, line...)
+				long, longLen = long[:0], 0
+			}
+			lineOffset := next
+			next += size
+			rec, perr := spool.ParseRecord(line)
+			if perr != nil {
+				// Logged once: the offset moves past it with the next commit.
+				s.logger.Warn("spool: skipping corrupt record", "spool", base, "offset", lineOffset, "error", perr)
+				continue
+			}
+			batch = append(batch, rec)
+		}
+		if next == offset {
+			break
+		}
+		n, err := s.commitBatch(ctx, base, batch, next, epoch)
+		if err != nil {
+			return rows, false, err
+		}
+		rows += n
+		offset = next
+	}
+	if !finished {
+		return rows, false, nil
+	}
+	if err := s.removeSpool(ctx, path, base, epoch); err != nil {
+		return rows, false, err
+	}
+	return rows, true, nil
+}
+
+func (s *Store) spoolOffset(ctx context.Context, base string) (int64, error) {
+	var off int64
+	err := s.read(ctx, func(conn *sqlite.Conn) error {
+		stmt := conn.Prep("SELECT offset FROM spool_offsets WHERE spool = :spool")
+		defer stmt.Reset()
+		stmt.SetText(":spool", base)
+		row, err := stmt.Step()
+		if row {
+			off = stmt.ColumnInt64(0)
+		}
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: ingest: read offset: %w", err)
+	}
+	return off, nil
+}
+
+// checkEpoch returns ErrFenced unless leader.epoch = epoch; epoch <= 0 skips the check.
+func checkEpoch(conn *sqlite.Conn, epoch int64) error {
+	if epoch <= 0 {
+		return nil
+	}
+	stmt := conn.Prep("SELECT epoch FROM leader WHERE id = 1")
+	defer stmt.Reset()
+	row, err := stmt.Step()
+	if err != nil {
+		return err
+	}
+	if !row || stmt.ColumnInt64(0) != epoch {
+		return ErrFenced
+	}
+	return nil
+}
+
+// commitBatch inserts batch and moves base's offset to next in one transaction.
+func (s *Store) commitBatch(ctx context.Context, base string, batch []spool.Record, next, epoch int64) (int, error) {
+	var inserted int
+	err := s.writeRetry(ctx, func(conn *sqlite.Conn) error {
+		inserted = 0
+		if err := checkEpoch(conn, epoch); err != nil {
+			return err
+		}
+		ins := conn.Prep(`INSERT OR IGNORE INTO request_logs
+			(request_id, ts_ms, worker, key_id, endpoint, model, upstream, upstream_model, status, stream,
+			 latency_us, ttfb_us, prompt_tokens, completion_tokens, error_class)
+			VALUES (:rid, :ts, :worker, :key, :endpoint, :model, :upstream, :umodel, :status, :stream,
+			 :lat, :ttfb, :pt, :ct, :err)`)
+		for i := range batch {
+			r := &batch[i]
+			ins.SetText(":rid", r.RequestID)
+			ins.SetInt64(":ts", r.TsMs)
+			ins.SetInt64(":worker", int64(r.Worker))
+			if r.KeyID == 0 {
+				ins.SetNull(":key")
+			} else {
+				ins.SetInt64(":key", r.KeyID)
+			}
+			ins.SetText(":endpoint", r.Endpoint)
+			ins.SetText(":model", r.Model)
+			ins.SetText(":upstream", r.Upstream)
+			ins.SetText(":umodel", r.UpstreamModel)
+			ins.SetInt64(":status", int64(r.Status))
+			ins.SetBool(":stream", r.Stream)
+			ins.SetInt64(":lat", r.LatencyUs)
+			ins.SetInt64(":ttfb", r.TtfbUs)
+			ins.SetInt64(":pt", int64(r.PromptTokens))
+			ins.SetInt64(":ct", int64(r.CompletionTokens))
+			ins.SetText(":err", r.ErrorClass)
+			if _, err := ins.Step(); err != nil {
+				ins.Reset()
+				return fmt.Errorf("insert request log: %w", err)
+			}
+			inserted += conn.Changes()
+			if err := ins.Reset(); err != nil {
+				return fmt.Errorf("insert request log: %w", err)
+			}
+		}
+		up := conn.Prep(`INSERT INTO spool_offsets (spool, offset, updated_at) VALUES (:spool, :off, :now)
+			ON CONFLICT(spool) DO UPDATE SET offset = excluded.offset, updated_at = excluded.updated_at`)
+		defer up.Reset()
+		up.SetText(":spool", base)
+		up.SetInt64(":off", next)
+		up.SetInt64(":now", time.Now().Unix())
+		_, err := up.Step()
+		return err
+	})
+	if errors.Is(err, ErrFenced) {
+		return 0, ErrFenced
+	}
+	if err != nil {
+		return 0, fmt.Errorf("store: ingest: commit batch: %w", err)
+	}
+	return inserted, nil
+}
+
+// removeSpool deletes a fully ingested file and its offset row. The file goes first, inside
+// the fenced transaction: if the commit then fails, only a stale offset row for a file
+// that no longer exists is left, which nothing reads.
+func (s *Store) removeSpool(ctx context.Context, path, base string, epoch int64) error {
+	err := s.writeRetry(ctx, func(conn *sqlite.Conn) error {
+		if err := checkEpoch(conn, epoch); err != nil {
+			return err
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		stmt := conn.Prep("DELETE FROM spool_offsets WHERE spool = :spool")
+		defer stmt.Reset()
+		stmt.SetText(":spool", base)
+		_, err := stmt.Step()
+		return err
+	})
+	if errors.Is(err, ErrFenced) {
+		return ErrFenced
+	}
+	if err != nil {
+		return fmt.Errorf("store: ingest: remove spool: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,135 @@
+// Package spool is the append-only file each worker writes one request record to per
+// proxied request. A record is one JSON object on one line, written with a single write(2)
+// and no fsync: the page cache outlives a kill -9 of the process, so a record whose
+// response completed is never lost, and no request waits on SQLite. The primary ingests
+// the files into request_logs (store.IngestSpools).
+//
+// Files are named <worker id>.<seq>.spool while written and renamed to
+// <worker id>.<seq>.sealed when full or closed; readers key progress by the name without
+// the suffix, so the rename never loses their place.
+package spool
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"unicode/utf8"
+)
+
+// Record is one proxied request. Field meanings follow the request_logs columns.
+type Record struct {
+	RequestID        string `json:"request_id"`
+	TsMs             int64  `json:"ts_ms"`  // request start, unix milliseconds
+	Worker           int    `json:"worker"` // worker slot
+	KeyID            int64  `json:"key_id"` // 0: the key was not recognised
+	Endpoint         string `json:"endpoint"`
+	Model            string `json:"model"`
+	Upstream         string `json:"upstream"`
+	UpstreamModel    string `json:"upstream_model"`
+	Status           int    `json:"status"`
+	Stream           bool   `json:"stream"`
+	LatencyUs        int64  `json:"latency_us"`
+	TtfbUs           int64  `json:"ttfb_us"`
+	PromptTokens     int    `json:"prompt_tokens"`
+	CompletionTokens int    `json:"completion_tokens"`
+	ErrorClass       string `json:"error_class"`
+}
+
+// AppendRecord appends r to dst as one JSON object line ending in '\n'. It allocates only
+// when dst must grow, so a worker reusing one buffer per request allocates nothing; the
+// keys match Record's json tags, so ParseRecord (encoding/json) reads it back.
+func AppendRecord(dst []byte, r *Record) []byte {
+	dst = append(dst, `{"request_id":`...)
+	dst = appendString(dst, r.RequestID)
+	dst = append(dst, `,"ts_ms":`...)
+	dst = strconv.AppendInt(dst, r.TsMs, 10)
+	dst = append(dst, `,"worker":`...)
+	dst = strconv.AppendInt(dst, int64(r.Worker), 10)
+	dst = append(dst, `,"key_id":`...)
+	dst = strconv.AppendInt(dst, r.KeyID, 10)
+	dst = append(dst, `,"endpoint":`...)
+	dst = appendString(dst, r.Endpoint)
+	dst = append(dst, `,"model":`...)
+	dst = appendString(dst, r.Model)
+	dst = append(dst, `,"upstream":`...)
+	dst = appendString(dst, r.Upstream)
+	dst = append(dst, `,"upstream_model":`...)
+	dst = appendString(dst, r.UpstreamModel)
+	dst = append(dst, `,"status":`...)
+	dst = strconv.AppendInt(dst, int64(r.Status), 10)
+	dst = append(dst, `,"stream":`...)
+	dst = strconv.AppendBool(dst, r.Stream)
+	dst = append(dst, `,"latency_us":`...)
+	dst = strconv.AppendInt(dst, r.LatencyUs, 10)
+	dst = append(dst, `,"ttfb_us":`...)
+	dst = strconv.AppendInt(dst, r.TtfbUs, 10)
+	dst = append(dst, `,"prompt_tokens":`...)
+	dst = strconv.AppendInt(dst, int64(r.PromptTokens), 10)
+	dst = append(dst, `,"completion_tokens":`...)
+	dst = strconv.AppendInt(dst, int64(r.CompletionTokens), 10)
+	dst = append(dst, `,"error_class":`...)
+	dst = appendString(dst, r.ErrorClass)
+	return append(dst, "}\n"...)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string (RFC 8259 section 7). Control characters are
+// escaped, and invalid UTF-8 becomes U+FFFD so the line stays valid JSON whatever a
+// client put in its model name. '\n' is always escaped, which keeps one record per line.
+func appendString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i++
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+// ErrCorrupt marks a line that is not a valid record.
+var ErrCorrupt = errors.New("spool: corrupt record")
+
+// ParseRecord decodes one line written by AppendRecord (the trailing '\n' is optional).
+func ParseRecord(line []byte) (Record, error) {
+	var r Record
+	if err := json.Unmarshal(line, &r); err != nil {
+		return Record{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if r.RequestID == "" {
+		return Record{}, fmt.Errorf("%w: empty request_id", ErrCorrupt)
+	}
+	return r, nil
+}

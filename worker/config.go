@@ -1,0 +1,38 @@
+package worker
+
+import (
+	"fmt"
+	"time"
+)
+
+// Config holds the worker's HTTP and upstream settings.
+type Config struct {
+	MaxBodyBytes           int           `envconfig:"MAX_BODY_BYTES" default:"33554432" desc:"largest accepted request body in bytes (default 32 MiB); larger bodies get 413"`
+	UpstreamTimeout        time.Duration `envconfig:"UPSTREAM_TIMEOUT" default:"300s" desc:"how long to wait for an upstream's response headers before answering 504"`
+	UpstreamConnectTimeout time.Duration `envconfig:"UPSTREAM_CONNECT_TIMEOUT" default:"10s" desc:"TCP/TLS connect timeout to upstreams"`
+	ReadTimeout            time.Duration `envconfig:"READ_TIMEOUT" default:"60s" desc:"time allowed to read one client request (headers and body)"`
+	IdleTimeout            time.Duration `envconfig:"IDLE_TIMEOUT" default:"120s" desc:"keep-alive connections idle longer than this are closed"`
+	ShutdownTimeout        time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"30s" desc:"on SIGTERM, how long in-flight requests and open streams may take to finish"`
+}
+
+// Validate reports the first invalid field, naming its environment variable.
+func (c Config) Validate() error {
+	if c.MaxBodyBytes < 1024 {
+		return fmt.Errorf("LLM_PROXY_MAX_BODY_BYTES=%d is invalid: must be at least 1024", c.MaxBodyBytes)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"UPSTREAM_TIMEOUT", c.UpstreamTimeout},
+		{"UPSTREAM_CONNECT_TIMEOUT", c.UpstreamConnectTimeout},
+		{"READ_TIMEOUT", c.ReadTimeout},
+		{"IDLE_TIMEOUT", c.IdleTimeout},
+		{"SHUTDOWN_TIMEOUT", c.ShutdownTimeout},
+	} {
+		if d.v <= 0 {
+			return fmt.Errorf("LLM_PROXY_%s=%s is invalid: must be a positive duration such as 30s", d.name, d.v)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,63 @@
+package worker
+
+import (
+	"github.com/valyala/fasthttp"
+)
+
+// Error classes stored in request records (error_class); ” means success.
+const (
+	classAuth          = "auth"            // missing, invalid, revoked or expired key
+	classForbidden     = "model_forbidden" // key may not use the model
+	classUnknownModel  = "unknown_model"
+	classBadRequest    = "bad_request"
+	classUpstream      = "upstream_error"       // upstream answered with an error status
+	classUnreachable   = "upstream_unreachable" // connect or transport failure
+	classTimeout       = "upstream_timeout"
+	classClientClosed  = "client_closed"
+	classStreamBroken  = "stream_broken" // the upstream stream ended without [DONE]
+	statusClientClosed = 499             // nginx's status for a client that went away
+)
+
+// writeError answers with OpenAI's error object:
+// {"error":{"message":...,"type":...,"param":null,"code":...}}.
+func writeError(ctx *fasthttp.RequestCtx, status int, typ, code, msg string) {
+	ctx.Response.Reset()
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	b := ctx.Response.Body()[:0]
+	b = appendErrorJSON(b, typ, code, msg)
+	ctx.Response.SetBodyRaw(b)
+}
+
+func appendErrorJSON(b []byte, typ, code, msg string) []byte {
+	b = append(b, `{"error":{"message":`...)
+	b = appendJSONString(b, msg)
+	b = append(b, `,"type":`...)
+	b = appendJSONString(b, typ)
+	b = append(b, `,"param":null,"code":`...)
+	if code == "" {
+		b = append(b, "null"...)
+	} else {
+		b = appendJSONString(b, code)
+	}
+	return append(b, "}}"...)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a JSON string literal.
+func appendJSONString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			dst = append(dst, '\\', c)
+		case c < 0x20:
+			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return append(dst, '"')
+}

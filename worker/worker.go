@@ -1,0 +1,262 @@
+// Package worker is one gateway process: a fasthttp server with the OpenAI-compatible
+// /v1 API, the API-key and routing snapshots it serves from, and the request records
+// it appends to its spool.
+package worker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/fasthttp/router"
+	"github.com/hashicorp/go-hclog"
+	"github.com/valyala/fasthttp"
+
+	"github.com/llm-proxy/llm-proxy/routing"
+	"github.com/llm-proxy/llm-proxy/store"
+	"github.com/llm-proxy/llm-proxy/store/spool"
+)
+
+// Deps are the worker's collaborators, built by cmd/llm-proxy.
+type Deps struct {
+	Store *store.Store
+	// Spool receives one record per proxied request. Required.
+	Spool *spool.Writer
+	// Logger is the worker's logger; nil discards.
+	Logger hclog.Logger
+	// Slot is the supervisor's slot number of this process.
+	Slot int
+	// WorkerID identifies this process in the workers table and the spool name.
+	WorkerID string
+	// Version is reported by /api/health and sent upstream in User-Agent.
+	Version string
+	// Routing holds the balancing strategy.
+	Routing routing.Config
+}
+
+// Worker serves the gateway's HTTP API.
+type Worker struct {
+	cfg     Config
+	deps    Deps
+	logger  hclog.Logger
+	server  *fasthttp.Server
+	client  *http.Client
+	started time.Time
+
+	keys   atomic.Pointer[keySnapshot]
+	routes atomic.Pointer[routing.Table]
+	gens   store.Generations
+
+	// reqPrefix and reqSeq make request ids unique across processes and restarts
+	// without a random read per request.
+	reqPrefix string
+	reqSeq    atomic.Uint64
+
+	// refreshInterval is how often Run polls the change counters (250 ms keeps a
+	// CLI revoke under the 1 s promise).
+	refreshInterval time.Duration
+}
+
+// New builds a worker and loads its first key and routing snapshots, so it
+// serves correctly from its first request.
+func New(ctx context.Context, cfg Config, deps Deps) (*Worker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	if deps.Store == nil || deps.Spool == nil {
+		return nil, errors.New("worker: store and spool are required")
+	}
+	if deps.Logger == nil {
+		deps.Logger = hclog.NewNullLogger()
+	}
+	var rnd [6]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return nil, fmt.Errorf("worker: request id prefix: %w", err)
+	}
+	w := &Worker{
+		cfg:             cfg,
+		deps:            deps,
+		logger:          deps.Logger,
+		started:         time.Now(),
+		reqPrefix:       "req_" + hex.EncodeToString(rnd[:]) + "_",
+		refreshInterval: 250 * time.Millisecond,
+	}
+	w.client = newUpstreamClient(cfg)
+	if err := w.refresh(ctx, true); err != nil {
+		return nil, err
+	}
+	w.server = &fasthttp.Server{
+		Handler:            w.router().Handler,
+		Name:               "llm-proxy",
+		ReadTimeout:        cfg.ReadTimeout,
+		IdleTimeout:        cfg.IdleTimeout,
+		MaxRequestBodySize: cfg.MaxBodyBytes,
+		// No WriteTimeout: a server-wide write deadline would cut long streams.
+		NoDefaultServerHeader:         true,
+		NoDefaultDate:                 false,
+		DisableHeaderNamesNormalizing: false,
+		CloseOnShutdown:               true,
+		ErrorHandler:                  w.serverError,
+		Logger:                        fasthttpLogger{w.logger.Named("http")},
+	}
+	return w, nil
+}
+
+func (w *Worker) router() *router.Router {
+	r := router.New()
+	r.POST("/v1/chat/completions", w.proxy(endpointChat))
+	r.POST("/v1/completions", w.proxy(endpointCompletions))
+	r.POST("/v1/embeddings", w.proxy(endpointEmbeddings))
+	r.GET("/v1/models", w.models)
+	r.GET("/api/health", w.health)
+	r.NotFound = func(ctx *fasthttp.RequestCtx) {
+		writeError(ctx, fasthttp.StatusNotFound, "invalid_request_error", "unknown_url",
+			"Unknown request URL: "+string(ctx.Method())+" "+string(ctx.Path()))
+	}
+	r.MethodNotAllowed = func(ctx *fasthttp.RequestCtx) {
+		writeError(ctx, fasthttp.StatusMethodNotAllowed, "invalid_request_error", "method_not_allowed",
+			"Method "+string(ctx.Method())+" is not allowed for "+string(ctx.Path()))
+	}
+	r.PanicHandler = func(ctx *fasthttp.RequestCtx, v any) {
+		w.logger.Error("handler panic", "path", string(ctx.Path()), "panic", fmt.Sprint(v))
+		writeError(ctx, fasthttp.StatusInternalServerError, "server_error", "internal_error", "The gateway hit an internal error.")
+	}
+	return r
+}
+
+// serverError answers errors fasthttp detects before a handler runs (body too
+// large, malformed request line, read timeouts) in OpenAI's error shape.
+func (w *Worker) serverError(ctx *fasthttp.RequestCtx, err error) {
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large",
+			fmt.Sprintf("The request body exceeds the limit of %d bytes.", w.cfg.MaxBodyBytes))
+	default:
+		var netErr net.Error
+		if errors.As(err, &netErr) && netErr.Timeout() {
+			writeError(ctx, fasthttp.StatusRequestTimeout, "invalid_request_error", "request_timeout", "Timed out reading the request.")
+			return
+		}
+		writeError(ctx, fasthttp.StatusBadRequest, "invalid_request_error", "bad_request", "Malformed HTTP request.")
+	}
+	ctx.SetConnectionClose()
+}
+
+// Serve accepts connections on ln until Shutdown.
+func (w *Worker) Serve(ln net.Listener) error {
+	if err := w.server.Serve(ln); err != nil {
+		return fmt.Errorf("worker: serve: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting connections and waits for in-flight requests and open
+// streams to finish, up to ctx's deadline.
+func (w *Worker) Shutdown(ctx context.Context) error {
+	if err := w.server.ShutdownWithContext(ctx); err != nil {
+		return fmt.Errorf("worker: shutdown: %w", err)
+	}
+	return nil
+}
+
+// Run keeps the key and routing snapshots current until ctx ends.
+func (w *Worker) Run(ctx context.Context) error {
+	t := time.NewTicker(w.refreshInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := w.refresh(ctx, false); err != nil && ctx.Err() == nil {
+				w.logger.Warn("refresh snapshots", "error", err)
+			}
+		}
+	}
+}
+
+// refresh reloads the snapshots whose change counter moved (all of them when force).
+func (w *Worker) refresh(ctx context.Context, force bool) error {
+	g, err := w.deps.Store.Generations(ctx)
+	if err != nil {
+		return fmt.Errorf("worker: read change counters: %w", err)
+	}
+	if force || g.Keys != w.gens.Keys {
+		keys, err := w.deps.Store.ListAPIKeys(ctx)
+		if err != nil {
+			return fmt.Errorf("worker: load keys: %w", err)
+		}
+		w.keys.Store(newKeySnapshot(keys))
+		w.gens.Keys = g.Keys
+		if !force {
+			w.logger.Debug("api keys reloaded", "count", len(keys))
+		}
+	}
+	if force || g.Upstreams != w.gens.Upstreams {
+		ups, err := w.deps.Store.ListUpstreams(ctx)
+		if err != nil {
+			return fmt.Errorf("worker: load upstreams: %w", err)
+		}
+		w.routes.Store(buildTable(ups, w.deps.Routing.Strategy))
+		w.gens.Upstreams = g.Upstreams
+		if !force {
+			w.logger.Debug("routing table reloaded", "upstreams", len(ups))
+		}
+	}
+	w.gens.Settings = g.Settings
+	return nil
+}
+
+func buildTable(ups []store.Upstream, strategy string) *routing.Table {
+	var deps []*routing.Deployment
+	for _, u := range ups {
+		if !u.Enabled {
+			continue
+		}
+		ru := &routing.Upstream{
+			ID:       u.ID,
+			Name:     u.Name,
+			Provider: u.Provider,
+			BaseURL:  strings.TrimRight(u.BaseURL, "/"),
+			APIKey:   u.APIKey,
+		}
+		for _, d := range u.Deployments {
+			weight := d.Weight
+			if weight <= 0 {
+				weight = 1
+			}
+			deps = append(deps, &routing.Deployment{
+				Upstream:      ru,
+				PublicModel:   d.PublicModel,
+				UpstreamModel: d.UpstreamModel,
+				Weight:        weight * max(u.Weight, 0),
+			})
+		}
+	}
+	return routing.NewTable(deps, strategy)
+}
+
+func (w *Worker) health(ctx *fasthttp.RequestCtx) {
+	ctx.SetContentType("application/json")
+	buf := make([]byte, 0, 256)
+	buf = append(buf, `{"status":"ok","version":`...)
+	buf = appendJSONString(buf, w.deps.Version)
+	buf = append(buf, `,"worker_id":`...)
+	buf = appendJSONString(buf, w.deps.WorkerID)
+	buf = fmt.Appendf(buf, `,"worker_slot":%d,"pid":%d,"uptime_seconds":%.3f}`,
+		w.deps.Slot, os.Getpid(), time.Since(w.started).Seconds())
+	ctx.SetBody(buf)
+}
+
+// fasthttpLogger adapts hclog to fasthttp's Logger.
+type fasthttpLogger struct{ l hclog.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) { f.l.Debug(fmt.Sprintf(format, args...)) }
