@@ -29,6 +29,12 @@ import (
 // write per second and gives the primary ~20 attempts before the 2/3-timeout step-down.
 const PollInterval = time.Second
 
+// opTimeout bounds each heartbeat, lease read and takeover attempt, so a database locked
+// for long (a frozen process holding a write transaction) delays the loop by at most this
+// much per call instead of the store's retry budget, and the primary's step-down check
+// still runs on time.
+const opTimeout = 2 * time.Second
+
 // stepDownReleaseTimeout bounds the best-effort Release when stepping down, so a locked
 // database cannot keep the loop from polling again.
 const stepDownReleaseTimeout = time.Second
@@ -177,7 +183,9 @@ func (c *Coordinator) beat(ctx context.Context, s *loopState) {
 	if fn := c.stats.Load(); fn != nil {
 		stats = (*fn)()
 	}
-	err := c.st.Heartbeat(ctx, store.WorkerRow{
+	hctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	err := c.st.Heartbeat(hctx, store.WorkerRow{
 		ID: c.id.ID, Slot: c.id.Slot, PID: c.id.PID, StartedAt: c.start, BeatAt: c.clock.Now(),
 		Role: role, Version: c.id.Version, Stats: stats,
 	})
@@ -203,7 +211,7 @@ func (c *Coordinator) leaseStep(ctx context.Context, s *loopState) {
 			c.stepDown(ctx, s)
 			return
 		}
-		rctx, cancel := context.WithTimeout(ctx, stepDownAfter-since)
+		rctx, cancel := context.WithTimeout(ctx, min(stepDownAfter-since, opTimeout))
 		ok, err := c.st.Renew(rctx, c.id.ID, s.lead.epoch, c.clock.Now())
 		cancel()
 		switch {
@@ -220,7 +228,9 @@ func (c *Coordinator) leaseStep(ctx context.Context, s *loopState) {
 		return
 	}
 
-	l, err := c.st.Lease(ctx)
+	octx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	l, err := c.st.Lease(octx)
 	if err != nil {
 		if ctx.Err() == nil {
 			c.logger.Warn("reading the lease failed", "error", err)
@@ -244,7 +254,7 @@ func (c *Coordinator) leaseStep(ctx context.Context, s *loopState) {
 		c.logger.Warn("lease not renewed within the failover timeout; taking over",
 			"holder", l.Holder, "holder_pid", l.PID, "epoch", l.Epoch)
 	}
-	nl, won, err := c.st.TryAcquire(ctx, c.id.ID, c.id.PID, l.RenewSeq, c.clock.Now())
+	nl, won, err := c.st.TryAcquire(octx, c.id.ID, c.id.PID, l.RenewSeq, c.clock.Now())
 	if err != nil {
 		if ctx.Err() == nil {
 			c.logger.Warn("taking the lease failed", "error", err)
@@ -343,7 +353,7 @@ func (c *Coordinator) runTask(ctx context.Context, t Task, epoch int64) {
 			default:
 			}
 			return
-		case store.IsBusy(err):
+		case store.IsTransient(err):
 			logger.Warn("task skipped a run: database busy", "error", err)
 		case err != nil:
 			logger.Error("task failed", "error", err)

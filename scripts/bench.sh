@@ -26,6 +26,7 @@
 #   BENCH_MODEL        model name sent (default mock-1)
 #   BENCH_SKIP_BUILD   1: use bin/llm-proxy and bin/mockllm as they are
 #   BENCH_OUT          report file (default bench/results-latest.md)
+#   BENCH_KEEP_TMP     1: keep the temporary directory (logs, configs, wrk output)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -63,6 +64,7 @@ fi
 # every gateway here is configured below, and no request may leave 127.0.0.1.
 while IFS= read -r v; do unset "$v"; done < <(compgen -e | grep -E '^(LLM_PROXY_|MOCKLLM_|OPENAI_API_KEY$)' || true)
 
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 CLK_TCK="$(getconf CLK_TCK)"
 NCPU="$(nproc)"
 if [ "$NCPU" -ge 2 ]; then
@@ -147,7 +149,11 @@ cleanup() {
 	local i
 	set +e
 	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_tree "${PIDS[$i]}"; done
-	rm -rf "$TMP"
+	if [ "${BENCH_KEEP_TMP:-}" = 1 ]; then
+		echo "bench: logs and configs kept in $TMP" >&2
+	else
+		rm -rf "$TMP"
+	fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -373,6 +379,9 @@ measure() {
 		ERRORS=$((ERRORS + 1))
 		return 0
 	fi
+	# Processes that appeared during the run (a restarted worker) count too:
+	# all their CPU time was spent within it.
+	tree="$(printf '%s\n' $tree $(tree_pids "$SUT_PID") | sort -un)"
 	# shellcheck disable=SC2086
 	after="$(cpu_ticks $tree)"
 	reqs="$(awk '/ requests in /{ print $1; exit }' "$out")"
@@ -392,6 +401,13 @@ measure() {
 		ERRORS=$((ERRORS + 1))
 		NOTE[$id]="$non2xx non-2xx, $sockerr socket errors"
 		echo "bench: $id: $non2xx non-2xx responses, $sockerr socket errors" >&2
+	fi
+	# A proxy that stalls completes no request and, with wrk's timeout longer
+	# than the run, reports no socket error either.
+	if [ "${reqs:-0}" -eq 0 ]; then
+		ERRORS=$((ERRORS + 1))
+		NOTE[$id]="no request completed"
+		echo "bench: $id: no request completed in ${dur} s" >&2
 	fi
 	echo "bench: $id: ${RPS[$id]} req/s, p50 ${P50[$id]} ms, p99 ${P99[$id]} ms, ${ERR[$id]} errors" >&2
 }
@@ -443,6 +459,10 @@ run_target() {
 	measure "$target" stream "$TMP/stream-$target.lua" "$CONNS" "$DURATION"
 	measure "$target" latency "$TMP/chat-$target.lua" 1 "$DURATION"
 
+	if [ "$target" != direct ] && [ -n "${NOTE[chat/$target]:-}${NOTE[stream/$target]:-}${NOTE[latency/$target]:-}" ]; then
+		echo "bench: $target had errors; warnings and errors from its log:" >&2
+		grep -E '\[(WARN|ERROR)\]|\[(warn|error)\]' "$SUT_LOG" | tail -n 20 >&2 || true
+	fi
 	r="$(rss_list VmHWM)"
 	RSS[$target]="${r%|*}"
 	RSSTOT[$target]="${r#*|}"
@@ -480,6 +500,7 @@ REPORT="$TMP/report.md"
 	echo "wrk 1 thread, ${DURATION} s per case after a ${WARMUP} s warm-up; $CONNS connections for chat and stream, 1 for latency;"
 	echo "streamed answers have $CHUNKS content chunks; model \`$MODEL\`; $(nginx -v 2>&1 | sed 's/^nginx version: //')."
 	echo "CPU s/1k req and CPU % are those of the system under test (mockllm itself in the direct row)."
+	echo "Load average before the run: $LOAD_BEFORE (other work on the machine skews every figure)."
 	for case in chat stream latency; do
 		echo
 		case "$case" in

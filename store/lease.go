@@ -39,6 +39,17 @@ func IsBusy(err error) bool {
 	return sqlite.ErrCode(err).ToPrimary() == sqlite.ResultBusy
 }
 
+// IsTransient reports whether err means "try again later" rather than a fault: BUSY or
+// LOCKED from SQLite, or a statement interrupted because its deadline passed while waiting
+// for the lock. Such errors are logged below ERROR.
+func IsTransient(err error) bool {
+	switch sqlite.ErrCode(err).ToPrimary() {
+	case sqlite.ResultBusy, sqlite.ResultLocked, sqlite.ResultInterrupt:
+		return true
+	}
+	return errors.Is(err, context.DeadlineExceeded)
+}
+
 // retryBudget bounds writeRetry when ctx has no deadline.
 const retryBudget = 15 * time.Second
 

@@ -234,3 +234,25 @@ func TestLeaseWritesUnderContention(t *testing.T) {
 		t.Errorf("busy=%v: %v", IsBusy(err), err)
 	}
 }
+
+func TestIsTransient(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "busy.db")
+	s, _ := openMigratedStore(t, path)
+	other, _ := openMigratedStore(t, path)
+	ctx := context.Background()
+	// Hold the write lock in one store; a short-deadline write in the other must fail
+	// with an error IsTransient recognises (never a fault worth an ERROR line).
+	locked, release := make(chan struct{}), make(chan struct{})
+	go s.write(ctx, func(conn *sqlite.Conn) error { close(locked); <-release; return nil })
+	<-locked
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	err := other.Heartbeat(short, WorkerRow{ID: "x", BeatAt: time.Now(), StartedAt: time.Now()})
+	cancel()
+	close(release)
+	if err == nil || !IsTransient(err) {
+		t.Errorf("write under a held lock: got %v (transient=%v), want a transient error", err, IsTransient(err))
+	}
+	if IsTransient(errors.New("disk on fire")) || IsTransient(nil) {
+		t.Error("IsTransient: true for a plain error or nil")
+	}
+}

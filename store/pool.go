@@ -112,6 +112,10 @@ func openConn(path string) (*sqlite.Conn, error) {
 			return nil, fmt.Errorf("store: %s: %w", q, err)
 		}
 	}
+	// From here on a busy database is waited out until the caller's context ends
+	// (take sets the interrupt), not for a fixed 5 s: a write with a 200 ms deadline
+	// must give up after 200 ms.
+	conn.SetBlockOnBusy()
 	return conn, nil
 }
 

@@ -26,6 +26,7 @@ const (
 	modeServe        = ""             // tiny HTTP worker
 	modeCrash        = "crash"        // panics at start
 	modeLog          = "log"          // serves, and logs one line per level
+	modeExit0        = "exit0"        // serves, then exits 0 on its own
 	modeIntermediate = "intermediate" // starts a watchparent child and exits
 	modeWatchParent  = "watchparent"  // runs WatchParent, marks when it fires
 )
@@ -96,6 +97,13 @@ func workerMain(mode string) int {
 		fmt.Fprintln(os.Stderr, "plain stderr line")
 	}
 
+	if mode == modeExit0 {
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+			stop()
+		}
+	}
 	<-ctx.Done()
 	// Answer what was accepted with Connection: close, accept nothing more.
 	srv.SetKeepAlivesEnabled(false)

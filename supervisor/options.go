@@ -12,9 +12,12 @@ type Options struct {
 	// because the path is resolved again at every start, a binary replaced on
 	// disk is what Roll starts (SIGUSR2 upgrade). Tests pass the test binary.
 	//
-	// The supervisor adds the worker's environment (to Env, or to the
-	// supervisor's environment when Env is nil), ExtraFiles, Stdout, Stderr
-	// and SysProcAttr; the command must leave those unset.
+	// Only Path, Args, Env, Dir and SysProcAttr are used. The supervisor
+	// adds the worker's variables to Env (or to its own environment when Env
+	// is nil), sets Setpgid (and Pdeathsig on Linux) in SysProcAttr, and
+	// supplies stdin (/dev/null), stdout, stderr and fds 3 and 4 itself. It
+	// starts the process with syscall.ForkExec, not Cmd.Start (see forkExec),
+	// so Stdin, Stdout, Stderr, ExtraFiles, Cancel and WaitDelay are ignored.
 	Command func(slot int) *exec.Cmd
 	// OnExit, when set, is called after a worker process has exited and been
 	// reaped, before the supervisor decides whether to restart it. It runs on

@@ -8,7 +8,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -88,11 +91,14 @@ func (s *Supervisor) spawn(slot int) (*proc, error) {
 		s.files[slot] = f
 	}
 	cmd := s.command(slot)
+	if cmd.Err != nil {
+		return nil, fmt.Errorf("supervisor: start worker %d: %w", slot, cmd.Err)
+	}
 	env := cmd.Env
 	if env == nil {
 		env = os.Environ()
 	}
-	cmd.Env = append(env[:len(env):len(env)],
+	env = append(env[:len(env):len(env)],
 		EnvRole+"="+roleWorker,
 		EnvSlot+"="+strconv.Itoa(slot),
 		envSupervisorPID+"="+strconv.Itoa(os.Getpid()),
@@ -115,20 +121,20 @@ func (s *Supervisor) spawn(slot int) (*proc, error) {
 	livR, livW, err1 := pipe()
 	outR, outW, err2 := pipe()
 	errR, errW, err3 := pipe()
-	if err := errors.Join(err1, err2, err3); err != nil {
+	devNull, err4 := os.Open(os.DevNull)
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		closeFiles(opened)
+		if devNull != nil {
+			devNull.Close()
+		}
 		return nil, fmt.Errorf("supervisor: worker %d pipes: %w", slot, err)
 	}
-	cmd.Stdin = nil
-	cmd.Stdout = outW
-	cmd.Stderr = errW
-	cmd.ExtraFiles = []*os.File{s.files[slot], livW}
 	setProcAttr(cmd)
 
-	err := cmd.Start()
-	// The child has its copies of the write ends; ours must go so the
-	// pipes reach EOF when the child exits.
-	closeFiles([]*os.File{livW, outW, errW})
+	process, err := forkExec(cmd, env, s.files[slot], []*os.File{devNull, outW, errW}, livW)
+	// The child has its copies; ours must go so the pipes reach EOF when the
+	// child exits.
+	closeFiles([]*os.File{livW, outW, errW, devNull})
 	if err != nil {
 		closeFiles([]*os.File{livR, outR, errR})
 		return nil, fmt.Errorf("supervisor: start worker %d: %w", slot, err)
@@ -136,9 +142,9 @@ func (s *Supervisor) spawn(slot int) (*proc, error) {
 
 	p := &proc{
 		slot:     slot,
-		pid:      cmd.Process.Pid,
+		pid:      process.Pid,
 		started:  time.Now(),
-		process:  cmd.Process,
+		process:  process,
 		readyCh:  make(chan struct{}),
 		draining: make(chan struct{}),
 		exited:   make(chan struct{}),
@@ -167,7 +173,10 @@ func (s *Supervisor) spawn(slot int) (*proc, error) {
 	}()
 	go func() {
 		defer s.wg.Done()
-		waitErr := cmd.Wait()
+		state, waitErr := process.Wait()
+		if waitErr == nil && !state.Success() {
+			waitErr = &exec.ExitError{ProcessState: state}
+		}
 		drained := make(chan struct{})
 		go func() {
 			readers.Wait()
@@ -184,7 +193,7 @@ func (s *Supervisor) spawn(slot int) (*proc, error) {
 		t.Stop()
 		closeFiles([]*os.File{livR, outR, errR})
 
-		p.waitErr, p.state = waitErr, cmd.ProcessState
+		p.waitErr, p.state = waitErr, state
 		s.mu.Lock()
 		delete(s.procs, p)
 		s.mu.Unlock()
@@ -197,6 +206,64 @@ func (s *Supervisor) spawn(slot int) (*proc, error) {
 		close(p.exited)
 	}()
 	return p, nil
+}
+
+// forkExec starts cmd with env, stdio as fds 0-2, the listening socket as
+// fd 3 and the liveness pipe as fd 4.
+//
+// It does not use exec.Cmd.Start: that takes descriptors with os.File.Fd,
+// which switches them to blocking mode. For the socket that mode lives in the
+// open file description shared with the workers already serving on it, whose
+// accept would then block in the kernel where closing the listener cannot
+// interrupt it: a rolled-out worker would never finish draining. The
+// socket's descriptor is taken through SyscallConn, which leaves the mode
+// alone.
+func forkExec(cmd *exec.Cmd, env []string, socket *os.File, stdio []*os.File, liveness *os.File) (*os.Process, error) {
+	rc, err := socket.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var pid int
+	var forkErr error
+	err = rc.Control(func(sock uintptr) {
+		files := make([]uintptr, 0, 5)
+		for _, f := range stdio {
+			files = append(files, f.Fd())
+		}
+		files = append(files, sock, liveness.Fd())
+		args := cmd.Args
+		if len(args) == 0 {
+			args = []string{cmd.Path}
+		}
+		pid, forkErr = syscall.ForkExec(cmd.Path, args, &syscall.ProcAttr{
+			Dir:   cmd.Dir,
+			Env:   dedupEnv(env),
+			Files: files,
+			Sys:   cmd.SysProcAttr,
+		})
+	})
+	if err = errors.Join(err, forkErr); err != nil {
+		return nil, err
+	}
+	// The child is ours and not reaped, so its pid cannot have been reused.
+	return os.FindProcess(pid)
+}
+
+// dedupEnv keeps the last value of each key, as exec.Cmd does: Go programs
+// read the first one, and the supervisor's own variables come last.
+func dedupEnv(env []string) []string {
+	seen := make(map[string]bool, len(env))
+	out := make([]string, 0, len(env))
+	for i := len(env) - 1; i >= 0; i-- {
+		k, _, _ := strings.Cut(env[i], "=")
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		out = append(out, env[i])
+	}
+	slices.Reverse(out)
+	return out
 }
 
 // readLiveness stamps every byte from the worker's liveness pipe and marks

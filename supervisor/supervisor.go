@@ -31,6 +31,8 @@ type Supervisor struct {
 	command func(slot int) *exec.Cmd
 	// base is the monotonic origin of liveness stamps.
 	base time.Time
+	// killGrace is killGrace; tests shorten it.
+	killGrace time.Duration
 
 	running atomic.Bool
 	addr    atomic.Value // net.Addr, set once the sockets are open
@@ -87,16 +89,17 @@ func New(cfg Config, opts Options, logger hclog.Logger) (*Supervisor, error) {
 		}
 	}
 	s := &Supervisor{
-		cfg:      cfg,
-		opts:     opts,
-		log:      logger,
-		command:  command,
-		base:     time.Now(),
-		ready:    make(chan struct{}),
-		stopping: make(chan struct{}),
-		rollChs:  make([]chan rollReq, cfg.Workers),
-		slots:    make([]slotInfo, cfg.Workers),
-		procs:    make(map[*proc]struct{}),
+		cfg:       cfg,
+		opts:      opts,
+		log:       logger,
+		command:   command,
+		base:      time.Now(),
+		killGrace: killGrace,
+		ready:     make(chan struct{}),
+		stopping:  make(chan struct{}),
+		rollChs:   make([]chan rollReq, cfg.Workers),
+		slots:     make([]slotInfo, cfg.Workers),
+		procs:     make(map[*proc]struct{}),
 	}
 	for i := range s.rollChs {
 		s.rollChs[i] = make(chan rollReq)
@@ -204,7 +207,7 @@ func (s *Supervisor) shutdown() error {
 		p.expected.Store(true)
 		p.signal(syscall.SIGTERM)
 	}
-	deadline := time.NewTimer(s.cfg.ShutdownTimeout + killGrace)
+	deadline := time.NewTimer(s.cfg.ShutdownTimeout + s.killGrace)
 	defer deadline.Stop()
 	var errs []error
 	killed := make(map[*proc]bool)
@@ -220,7 +223,7 @@ func (s *Supervisor) shutdown() error {
 		}
 		if !p.hasExited() {
 			s.log.Error("worker did not drain in time, killing it", "slot", p.slot, "pid", p.pid,
-				"drain_timeout", (s.cfg.ShutdownTimeout + killGrace).String())
+				"drain_timeout", (s.cfg.ShutdownTimeout + s.killGrace).String())
 			errs = append(errs, fmt.Errorf("worker %d (pid %d) killed after the drain timeout", p.slot, p.pid))
 			killed[p] = true
 			p.signal(syscall.SIGKILL)
@@ -520,7 +523,7 @@ func (s *Supervisor) retire(p *proc) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		t := time.NewTimer(s.cfg.ShutdownTimeout + killGrace)
+		t := time.NewTimer(s.cfg.ShutdownTimeout + s.killGrace)
 		defer t.Stop()
 		select {
 		case <-p.exited:

@@ -72,6 +72,7 @@ func (w *Worker) serveProxy(ctx *fasthttp.RequestCtx, ep endpoint) {
 	}
 
 	x := exchangePool.Get().(*exchange)
+	w.inFlight.Add(1)
 	x.started = now
 	x.rec = spool.Record{
 		RequestID: w.newRequestID(),
@@ -131,6 +132,8 @@ func (w *Worker) finish(x *exchange) {
 		w.logger.Error("append request record", "request_id", x.rec.RequestID, "error", err)
 	}
 	x.rec = spool.Record{}
+	w.inFlight.Add(-1)
+	w.served.Add(1)
 	if cap(x.body) > 1<<20 {
 		x.body = make([]byte, 0, 4096) // do not keep one huge request's buffer forever
 	}

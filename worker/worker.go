@@ -60,6 +60,10 @@ type Worker struct {
 	reqPrefix string
 	reqSeq    atomic.Uint64
 
+	// served counts finished proxied requests; inFlight those still running.
+	served   atomic.Uint64
+	inFlight atomic.Int64
+
 	// refreshInterval is how often Run polls the change counters (250 ms keeps a
 	// CLI revoke under the 1 s promise).
 	refreshInterval time.Duration
@@ -260,3 +264,9 @@ func (w *Worker) health(ctx *fasthttp.RequestCtx) {
 type fasthttpLogger struct{ l hclog.Logger }
 
 func (f fasthttpLogger) Printf(format string, args ...any) { f.l.Debug(fmt.Sprintf(format, args...)) }
+
+// Stats is the small JSON snapshot stored in this worker's heartbeat row and
+// shown by `llm-proxy status`.
+func (w *Worker) Stats() string {
+	return fmt.Sprintf(`{"requests":%d,"in_flight":%d}`, w.served.Load(), w.inFlight.Load())
+}

@@ -97,6 +97,7 @@ func runWorker(stderr io.Writer) error {
 		sp.Close()
 		return err
 	}
+	coord.SetStats(w.Stats)
 	ln, err := supervisor.Listener()
 	if err != nil {
 		sp.Close()
