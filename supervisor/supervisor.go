@@ -31,7 +31,8 @@ type Supervisor struct {
 	command func(slot int) *exec.Cmd
 	// base is the monotonic origin of liveness stamps.
 	base time.Time
-	// killGrace is killGrace; tests shorten it.
+	// killGrace is the constant killGrace, except in tests that need a
+	// shutdown kill without waiting 5s.
 	killGrace time.Duration
 
 	running atomic.Bool

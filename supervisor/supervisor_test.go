@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -271,6 +272,7 @@ func load(url string, conc int, stop <-chan struct{}) <-chan []result {
 }
 
 func TestWorkersShareOnePort(t *testing.T) {
+	goroutines := runtime.NumGoroutine()
 	h := start(t, testConfig(2), nil)
 	h.waitReady()
 	want := pids(h.sup.Workers())
@@ -301,6 +303,15 @@ func TestWorkersShareOnePort(t *testing.T) {
 		if alive(pid) {
 			t.Errorf("worker %d still running after Run returned", pid)
 		}
+	}
+	// Client connections end asynchronously; everything else ended in Run.
+	deadline := time.Now().Add(2 * time.Second)
+	for runtime.NumGoroutine() > goroutines && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > goroutines {
+		buf := make([]byte, 1<<16)
+		t.Errorf("%d goroutines after Run returned, %d before:\n%s", n, goroutines, buf[:runtime.Stack(buf, true)])
 	}
 }
 
