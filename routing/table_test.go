@@ -334,9 +334,23 @@ func BenchmarkPick(b *testing.B) {
 	for i := range weights {
 		weights[i] = i%4 + 1
 	}
-	for _, strategy := range Strategies {
-		b.Run(strategy, func(b *testing.B) {
-			p := NewTable(newDeps("m", weights...), strategy).Lookup("m")
+	equal := make([]int, 16)
+	for i := range equal {
+		equal[i] = 1
+	}
+	cases := []struct {
+		name, strategy string
+		weights        []int
+	}{
+		{RoundRobin, RoundRobin, weights},
+		{Weighted, Weighted, weights},
+		{LeastConnections, LeastConnections, weights},
+		{ConversationHash, ConversationHash, weights},
+		{ConversationHash + "_equal_weights", ConversationHash, equal},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			p := NewTable(newDeps("m", c.weights...), c.strategy).Lookup("m")
 			key := ConversationKey([]byte("conversation-42"))
 			b.ReportAllocs()
 			for b.Loop() {

@@ -347,7 +347,7 @@ sanity() {
 
 # ---------------------------------------------------------------- measuring
 
-declare -A RPS P50 P99 CPU CPUPCT ERR NOTE RSS RSSTOT IDLE
+declare -A RPS P50 P99 CPU CPUPCT ERR NOTE RSS RSSTOT IDLE IDLEWORKER
 ERRORS=0
 FAILED=()
 
@@ -412,18 +412,24 @@ measure() {
 	echo "bench: $id: ${RPS[$id]} req/s, p50 ${P50[$id]} ms, p99 ${P99[$id]} ms, ${ERR[$id]} errors" >&2
 }
 
-# rss_report TARGET PHASE: per-process VmHWM (phase=peak) or VmRSS (phase=idle) of the SUT tree.
+# rss_list FIELD: "per-process list|total|largest child" in MiB, for VmHWM
+# (peak) or VmRSS (now) of the SUT's process tree.
 rss_list() {
-	local field="$1" pid kib list="" total=0 first=1 label
+	local field="$1" pid kib list="" total=0 first=1 label maxchild=0
 	for pid in $(tree_pids "$SUT_PID"); do
 		kib="$(status_kib "$pid" "$field")"
 		[ -n "$kib" ] || continue
-		if [ $first = 1 ]; then label="$ROOT_LABEL"; else label="$CHILD_LABEL"; fi
+		if [ $first = 1 ]; then
+			label="$ROOT_LABEL"
+		else
+			label="$CHILD_LABEL"
+			[ "$kib" -gt "$maxchild" ] && maxchild="$kib"
+		fi
 		first=0
 		list+="${list:+, }$label $(awk -v k="$kib" 'BEGIN { printf "%.1f", k / 1024 }')"
 		total=$((total + kib))
 	done
-	echo "$list|$(awk -v k="$total" 'BEGIN { printf "%.1f", k / 1024 }')"
+	echo "$list|$(awk -v k="$total" 'BEGIN { printf "%.1f", k / 1024 }')|$(awk -v k="$maxchild" 'BEGIN { printf "%.1f", k / 1024 }')"
 }
 
 run_target() {
@@ -447,7 +453,8 @@ run_target() {
 	esac
 	sanity "$BASE_URL" "$key" || return 1
 	r="$(rss_list VmRSS)"
-	IDLE[$target]="${r%|*}"
+	IDLE[$target]="${r%%|*}"
+	IDLEWORKER[$target]="${r##*|}"
 	wrk_script "$TMP/chat-$target.lua" "$CHAT_BODY" "$key"
 	wrk_script "$TMP/stream-$target.lua" "$STREAM_BODY" "$key"
 
@@ -464,8 +471,9 @@ run_target() {
 		grep -E '\[(WARN|ERROR)\]|\[(warn|error)\]' "$SUT_LOG" | tail -n 20 >&2 || true
 	fi
 	r="$(rss_list VmHWM)"
-	RSS[$target]="${r%|*}"
-	RSSTOT[$target]="${r#*|}"
+	RSS[$target]="${r%%|*}"
+	r="${r#*|}"
+	RSSTOT[$target]="${r%|*}"
 	if [ "$target" != direct ]; then
 		stop_tree "$SUT_PID"
 	fi
@@ -541,6 +549,27 @@ REPORT="$TMP/report.md"
 	for target in $TARGETS; do
 		echo "| ${NAMES[$target]} | $(fmt "${IDLE[$target]:-}") | $(fmt "${RSS[$target]:-}") | $(fmt "${RSSTOT[$target]:-}") | $(ratio "${RSSTOT[$target]:-}" "${RSSTOT[nginx]:-}") |"
 	done
+	if [[ " $TARGETS " == *" nginx "* && " $TARGETS " == *" gw1 "* && " $TARGETS " == *" direct "* ]]; then
+		echo
+		echo "## Bars (gateway with 1 worker)"
+		echo
+		echo "| bar | measured | met |"
+		echo "|---|---:|---|"
+		bar() { # LABEL VALUE OP LIMIT
+			awk -v l="$1" -v v="${2:-}" -v op="$3" -v lim="$4" 'BEGIN {
+				if (v == "") { printf "| %s | - | no figure |\n", l; exit }
+				ok = (op == ">=") ? (v + 0 >= lim + 0) : (op == "<") ? (v + 0 < lim + 0) : (v + 0 <= lim + 0)
+				printf "| %s | %.2f | %s |\n", l, v, ok ? "yes" : "**no**"
+			}'
+		}
+		q() { awk -v a="${1:-}" -v b="${2:-}" 'BEGIN { if (a != "" && b != "" && b + 0 != 0) printf "%.4f", a / b }'; }
+		bar "non-streaming req/s ≥ 0.5× nginx (ratio)" "$(q "${RPS[chat/gw1]:-}" "${RPS[chat/nginx]:-}")" ">=" 0.5
+		bar "streaming req/s ≥ 0.5× nginx (ratio)" "$(q "${RPS[stream/gw1]:-}" "${RPS[stream/nginx]:-}")" ">=" 0.5
+		added_gw="$(awk -v a="${P50[latency/gw1]:-}" -v b="${P50[latency/direct]:-}" 'BEGIN { if (a != "" && b != "") printf "%.4f", a - b }')"
+		added_ng="$(awk -v a="${P50[latency/nginx]:-}" -v b="${P50[latency/direct]:-}" 'BEGIN { if (a != "" && b != "") printf "%.4f", a - b }')"
+		bar "added p50 at 1 connection ≤ 1.5× nginx's (ratio)" "$(q "$added_gw" "$added_ng")" "<=" 1.5
+		bar "idle worker RSS < 30 MiB (MiB)" "${IDLEWORKER[gw1]:-}" "<" 30
+	fi
 	if [ "$ERRORS" -gt 0 ]; then
 		echo
 		echo "**$ERRORS case(s) or target(s) had errors; their figures are not valid.**"

@@ -198,7 +198,14 @@ func (s *Supervisor) spawn(slot int) (*proc, error) {
 		delete(s.procs, p)
 		s.mu.Unlock()
 		if p.expected.Load() {
-			s.log.Info("worker exited", append([]any{"slot", slot, "pid", p.pid}, p.exitArgs()...)...)
+			// Stopped by the supervisor; unexpected exits are logged by the
+			// slot loop together with the back-off.
+			args := append([]any{"slot", slot, "pid", p.pid}, p.exitArgs()...)
+			if waitErr != nil {
+				s.log.Warn("worker exited with an error after SIGTERM", args...)
+			} else {
+				s.log.Info("worker exited", args...)
+			}
 		}
 		if s.opts.OnExit != nil {
 			s.opts.OnExit(slot, p.pid, waitErr)

@@ -381,21 +381,24 @@ func (s *Supervisor) runSlot(ctx context.Context, slot int, cur *proc) {
 			p, err := s.spawn(slot)
 			if err != nil {
 				req.reply <- fmt.Errorf("supervisor: roll slot %d: %w", slot, err)
+				if cur == nil {
+					schedule(st.backoff)
+				}
 				continue
 			}
 			pending, pendingReply = p, req.reply
 
 		case <-pendReady:
-			old := pending
+			next := pending
 			if cur != nil {
 				// Expected before the signal, so its exit is not a crash.
 				cur.expected.Store(true)
 				s.retire(cur)
 			}
 			unschedule()
-			setCur(old)
+			setCur(next)
 			curAnnounced = true
-			s.announce(old)
+			s.announce(next)
 			pending = nil
 			pendingReply <- nil
 			pendingReply = nil

@@ -39,9 +39,9 @@ func Slot() int {
 	return n
 }
 
-// Listener returns the slot's listening socket (fd 3). The supervisor keeps
-// its own copy, so closing it stops this worker accepting without closing the
-// socket for the worker's replacement.
+// Listener returns the slot's listening socket (fd 3); call it once. The
+// supervisor keeps its own copy, so closing it stops this worker accepting
+// without closing the socket for the worker's replacement.
 func Listener() (net.Listener, error) {
 	if !IsWorker() {
 		return nil, errors.New("supervisor: listener: not a worker process")
@@ -60,7 +60,7 @@ func Listener() (net.Listener, error) {
 }
 
 // Ready tells the supervisor that this worker serves (it writes the ready byte
-// to the liveness pipe, fd 4) and then pings until ctx ends, so a frozen worker
+// to the liveness pipe, fd 4; call it once) and then pings until ctx ends, so a frozen worker
 // (stopped, or with its scheduler wedged) is noticed by the watchdog. Call it
 // once the listener is obtained and the server is about to accept.
 //

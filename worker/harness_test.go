@@ -2,6 +2,7 @@ package worker
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -151,6 +152,12 @@ func (f *fakeUpstream) serve(w http.ResponseWriter, r *http.Request) {
 		case <-f.quit:
 		}
 	case "stream", "cut", "abort":
+		if !bytes.Contains(body, []byte(`"stream":true`)) {
+			// Like OpenAI: a request that did not ask to stream gets one JSON answer.
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, fakeCompletion)
+			return
+		}
 		f.stream(w, r, body, b)
 	}
 }
@@ -239,6 +246,9 @@ type harness struct {
 	spoolDir string
 	keyIDs   map[string]int64
 	client   *http.Client
+
+	shutdownOnce sync.Once
+	shutdownErr  error
 }
 
 type harnessOptions struct {
@@ -336,9 +346,7 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 
 	t.Cleanup(func() {
 		tr.CloseIdleConnections()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := w.Shutdown(sctx); err != nil {
+		if err := h.shutdown(5 * time.Second); err != nil {
 			t.Errorf("Shutdown: %v", err)
 		}
 		if err := <-served; err != nil {
@@ -353,6 +361,16 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 		}
 	})
 	return h
+}
+
+// shutdown stops the worker once; later calls return the first call's result.
+func (h *harness) shutdown(timeout time.Duration) error {
+	h.shutdownOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		h.shutdownErr = h.w.Shutdown(ctx)
+	})
+	return h.shutdownErr
 }
 
 func (h *harness) url(path string) string { return "http://" + h.addr + path }

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -71,7 +70,7 @@ func TestLongStreamAndDrain(t *testing.T) {
 		// the read and idle timeouts.
 		ctx := ctxTimeout(t, requestTimeout)
 		start := time.Now()
-		r := readStream(t, ctx, c, chatParams("mock-1", marker(t)))
+		r := readStream(ctx, t, c, chatParams("mock-1", marker(t)))
 		took := time.Since(start)
 		if r.content != slowReply {
 			t.Errorf("content = %q, want %q", r.content, slowReply)

@@ -134,7 +134,7 @@ type streamResult struct {
 }
 
 // readStream consumes an SDK stream to its end.
-func readStream(t *testing.T, ctx context.Context, c openai.Client, params openai.ChatCompletionNewParams) streamResult {
+func readStream(ctx context.Context, t *testing.T, c *openai.Client, params openai.ChatCompletionNewParams) streamResult {
 	t.Helper()
 	var resp *http.Response
 	s := c.Chat.Completions.NewStreaming(ctx, params, option.WithResponseInto(&resp))
@@ -182,7 +182,7 @@ func testStream(t *testing.T, g *gateway, key string, keyID int64) {
 	want := plain.Choices[0].Message.Content
 
 	t.Run("without_usage", func(t *testing.T) {
-		r := readStream(t, ctx, c, chatParams("mock-1@chunks=12", prompt))
+		r := readStream(ctx, t, c, chatParams("mock-1@chunks=12", prompt))
 		if r.content != want {
 			t.Errorf("streamed content = %q, want the non-streamed %q", r.content, want)
 		}
@@ -207,7 +207,7 @@ func testStream(t *testing.T, g *gateway, key string, keyID int64) {
 	t.Run("with_usage", func(t *testing.T) {
 		params := chatParams("mock-1", prompt)
 		params.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
-		r := readStream(t, ctx, c, params)
+		r := readStream(ctx, t, c, params)
 		if r.content != want {
 			t.Errorf("streamed content = %q, want %q", r.content, want)
 		}

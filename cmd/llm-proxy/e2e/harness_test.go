@@ -214,8 +214,9 @@ func (m *mockServer) baseURL() string { return "http://" + m.addr + "/v1" }
 
 // sdk is an OpenAI client talking to mockllm directly, the reference for what the
 // gateway must pass through unchanged.
-func (m *mockServer) sdk() openai.Client {
-	return openai.NewClient(option.WithBaseURL(m.baseURL()), option.WithAPIKey("unused"), option.WithMaxRetries(0))
+func (m *mockServer) sdk() *openai.Client {
+	c := openai.NewClient(option.WithBaseURL(m.baseURL()), option.WithAPIKey("unused"), option.WithMaxRetries(0))
+	return &c
 }
 
 // requests returns what mockllm has received so far.
@@ -486,7 +487,7 @@ func (g *gateway) addr() string    { return "127.0.0.1:" + strconv.Itoa(g.port) 
 func (g *gateway) baseURL() string { return "http://" + g.addr() + "/v1" }
 
 // sdk is an OpenAI client for the gateway with key; hc nil uses g.client.
-func (g *gateway) sdk(key string, hc *http.Client, opts ...option.RequestOption) openai.Client {
+func (g *gateway) sdk(key string, hc *http.Client, opts ...option.RequestOption) *openai.Client {
 	if hc == nil {
 		hc = g.client
 	}
@@ -496,7 +497,8 @@ func (g *gateway) sdk(key string, hc *http.Client, opts ...option.RequestOption)
 		option.WithMaxRetries(0),
 		option.WithHTTPClient(hc),
 	}
-	return openai.NewClient(append(base, opts...)...)
+	c := openai.NewClient(append(base, opts...)...)
+	return &c
 }
 
 // health is the JSON of GET /api/health.

@@ -16,7 +16,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
 )
 
 func readAll(t *testing.T, resp *http.Response) []byte {
@@ -148,7 +147,8 @@ func checkUpstreamClosed(t *testing.T, mock *mockServer, prompt string, closedAt
 func testKillWorker(t *testing.T, g *gateway, key string) int {
 	const (
 		clients      = 8
-		minWarmup    = 200 // successful requests before the kill
+		minWarmup    = 200         // successful requests before the kill, and
+		warmupTime   = time.Second // load time before the kill
 		afterKill    = 3 * time.Second
 		maxPerClient = 20000
 	)
@@ -237,7 +237,8 @@ func testKillWorker(t *testing.T, g *gateway, key string) int {
 		wg.Wait()
 	}
 
-	for deadline := time.Now().Add(10 * time.Second); okBefore.Load() < minWarmup; time.Sleep(10 * time.Millisecond) {
+	loadStart := time.Now()
+	for deadline := loadStart.Add(10 * time.Second); okBefore.Load() < minWarmup || time.Since(loadStart) < warmupTime; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			stopLoad()
 			t.Fatalf("only %d requests succeeded in 10s of load before the kill", okBefore.Load())
