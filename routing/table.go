@@ -95,7 +95,12 @@ func (t *Table) Models() []string { return t.models }
 
 // Pool is the set of deployments serving one public model.
 type Pool struct {
-	deps     []*Deployment
+	deps []*Deployment
+	// live are the deployments with a positive weight (all of them when none has):
+	// a weight of 0 drains a deployment under every strategy.
+	live []*Deployment
+	// uniform reports equal positive weights, where rendezvous needs no logarithm.
+	uniform  bool
 	strategy string
 
 	robin atomic.Uint64
@@ -107,9 +112,18 @@ type Pool struct {
 }
 
 func newPool(deps []*Deployment, strategy string) *Pool {
-	p := &Pool{deps: deps, strategy: strategy, current: make([]int, len(deps))}
+	p := &Pool{deps: deps, strategy: strategy, current: make([]int, len(deps)), uniform: true}
 	for _, d := range deps {
 		p.total += d.Weight
+		if d.Weight > 0 {
+			if len(p.live) > 0 && d.Weight != p.live[0].Weight {
+				p.uniform = false
+			}
+			p.live = append(p.live, d)
+		}
+	}
+	if len(p.live) == 0 {
+		p.live = deps
 	}
 	return p
 }
@@ -126,7 +140,7 @@ func (p *Pool) Pick(convKey uint64) *Deployment {
 	switch p.strategy {
 	case RoundRobin:
 		n := p.robin.Add(1) - 1
-		return p.deps[n%uint64(len(p.deps))]
+		return p.live[n%uint64(len(p.live))]
 	case LeastConnections:
 		return p.leastConnections()
 	case ConversationHash:
@@ -159,10 +173,11 @@ func (p *Pool) smoothWeighted() *Deployment {
 
 func (p *Pool) leastConnections() *Deployment {
 	// Start the scan at a rotating offset so ties do not all go to the first deployment.
-	start := int(p.robin.Add(1) % uint64(len(p.deps)))
-	best := p.deps[start]
-	for i := 1; i < len(p.deps); i++ {
-		d := p.deps[(start+i)%len(p.deps)]
+	live := p.live
+	start := int(p.robin.Add(1) % uint64(len(live)))
+	best := live[start]
+	for i := 1; i < len(live); i++ {
+		d := live[(start+i)%len(live)]
 		if d.InFlight() < best.InFlight() {
 			best = d
 		}
@@ -174,6 +189,17 @@ func (p *Pool) leastConnections() *Deployment {
 // key (highest random weight hashing): removing one of N deployments moves only
 // the conversations that lived on it.
 func (p *Pool) rendezvous(key uint64) *Deployment {
+	if p.uniform {
+		// Equal weights: -w/ln(u) grows with u, so the highest hash wins.
+		var best *Deployment
+		var bestH uint64
+		for _, d := range p.live {
+			if h := mix64(key ^ d.id); best == nil || h > bestH {
+				best, bestH = d, h
+			}
+		}
+		return best
+	}
 	var best *Deployment
 	bestScore := math.Inf(-1)
 	for _, d := range p.deps {

@@ -92,6 +92,10 @@ func (s *keySnapshot) authenticate(header []byte, now time.Time) (*keyEntry, aut
 	if len(header) == 0 {
 		return nil, authMissing
 	}
+	if bytes.EqualFold(header, bearer[:len(bearer)-1]) {
+		// "Bearer " with an empty key arrives as "Bearer": HTTP drops trailing spaces.
+		return nil, authMissing
+	}
 	if len(header) < len(bearer) || !bytes.EqualFold(header[:len(bearer)], bearer) {
 		return nil, authInvalid
 	}

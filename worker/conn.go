@@ -3,6 +3,8 @@ package worker
 import (
 	"context"
 	"errors"
+	"io"
+	"math"
 	"net"
 	"sync/atomic"
 	"syscall"
@@ -41,7 +43,11 @@ func watchDisconnect(conn net.Conn, cancel context.CancelFunc) *disconnectWatch 
 		return nil
 	}
 	d := &disconnectWatch{rc: rc, cancel: cancel}
-	d.timer = time.AfterFunc(disconnectPoll, d.check)
+	// Create the timer idle and arm it only once d.timer is set: Reset publishes
+	// the field to the callback goroutine (a first firing could otherwise read it
+	// before the assignment, which -race reports).
+	d.timer = time.AfterFunc(time.Duration(math.MaxInt64), d.check)
+	d.timer.Reset(disconnectPoll)
 	return d
 }
 
@@ -74,7 +80,10 @@ func (d *disconnectWatch) gone() bool { return d != nil && d.closed.Load() }
 func peerClosed(rc syscall.RawConn) bool {
 	var closed bool
 	var b [1]byte
-	err := rc.Read(func(fd uintptr) bool {
+	// Control, not Read: RawConn.Read refuses to run once the connection's read
+	// deadline (fasthttp's ReadTimeout, set while reading the request) has passed,
+	// which would make every request longer than the read timeout look abandoned.
+	err := rc.Control(func(fd uintptr) {
 		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
 		switch {
 		case err == nil:
@@ -84,11 +93,34 @@ func peerClosed(rc syscall.RawConn) bool {
 		default:
 			closed = true
 		}
-		return true // never wait for readability
 	})
 	if err != nil {
 		// The connection is already closed on our side.
 		return true
 	}
 	return closed
+}
+
+// Limits of the lingering read after a refused body (see drainBody).
+const (
+	drainMaxBytes = 256 << 20
+	drainTimeout  = 3 * time.Second
+)
+
+// drainBody reads and discards the rest of a refused request body before the
+// error is written. fasthttp refuses an oversized body from its Content-Length
+// without reading it; closing the connection while the client is still sending
+// makes the kernel reset it, and a client that does not use Expect: 100-continue
+// (the OpenAI SDKs) then sees "connection reset" instead of the 413. This is
+// nginx's lingering close, bounded in bytes and time so a slow sender cannot hold
+// the connection. The bytes are discarded as they arrive, never buffered.
+func drainBody(conn net.Conn, contentLength int64) {
+	n := int64(drainMaxBytes)
+	if contentLength >= 0 && contentLength < n {
+		n = contentLength
+	}
+	if err := conn.SetReadDeadline(time.Now().Add(drainTimeout)); err != nil {
+		return
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(conn, n))
 }

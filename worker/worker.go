@@ -141,6 +141,7 @@ func (w *Worker) router() *router.Router {
 func (w *Worker) serverError(ctx *fasthttp.RequestCtx, err error) {
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		drainBody(ctx.Conn(), int64(ctx.Request.Header.ContentLength()))
 		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large",
 			fmt.Sprintf("The request body exceeds the limit of %d bytes.", w.cfg.MaxBodyBytes))
 	default:
@@ -234,9 +235,6 @@ func buildTable(ups []store.Upstream, strategy string) *routing.Table {
 		}
 		for _, d := range u.Deployments {
 			weight := d.Weight
-			if weight <= 0 {
-				weight = 1
-			}
 			deps = append(deps, &routing.Deployment{
 				Upstream:      ru,
 				PublicModel:   d.PublicModel,

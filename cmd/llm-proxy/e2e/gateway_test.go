@@ -22,7 +22,7 @@ var mainReply = reply(60)
 // "model@fault" suffixes work), an upstream "dead" for model dead-1 on a closed
 // port, and a 1 MiB body limit. The subtests share it and run in order; the ones
 // that disturb it (revocation, kill -9) come last, and the log-file checks at the
-// very end read what the others left behind.
+// very end look for the kill in the error log.
 func TestGateway(t *testing.T) {
 	mock := startMock(t, "--reply", mainReply)
 	g := newGateway(t, map[string]string{"LLM_PROXY_MAX_BODY_BYTES": strconv.Itoa(1 << 20)})
@@ -43,13 +43,13 @@ func TestGateway(t *testing.T) {
 	t.Run("stream", func(t *testing.T) { testStream(t, g, k.main, k.mainID) })
 	t.Run("embeddings", func(t *testing.T) { testEmbeddings(t, g, mock, k.main, k.mainID) })
 	t.Run("models", func(t *testing.T) { testModels(t, g, k.modelsOnly) })
-	t.Run("errors", func(t *testing.T) { testErrors(t, g, k) })
+	t.Run("errors", func(t *testing.T) { testErrors(t, g, mock, k) })
 	t.Run("bad_request", func(t *testing.T) { testBadRequest(t, g, k.main) })
 	t.Run("revoke", func(t *testing.T) { testRevoke(t, g, k.revoked, k.revokedID) })
 	t.Run("disconnect", func(t *testing.T) { testDisconnect(t, g, mock, k.main) })
 	var victim int
 	t.Run("kill_worker", func(t *testing.T) { victim = testKillWorker(t, g, k.main) })
-	t.Run("log_files", func(t *testing.T) { testLogFiles(t, g, victim) })
+	t.Run("log_files", func(t *testing.T) { testLogFiles(t, g, k.main, victim) })
 }
 
 // keys are the API keys of TestGateway's gateway.
@@ -281,7 +281,7 @@ func testModels(t *testing.T, g *gateway, key string) {
 
 // testErrors: every error a client can meet, through the SDK, with its status and
 // OpenAI's error shape.
-func testErrors(t *testing.T, g *gateway, k keys) {
+func testErrors(t *testing.T, g *gateway, mock *mockServer, k keys) {
 	key := k.main
 	big := strings.Repeat("x", 3<<19) // 1.5 MiB, over the 1 MiB limit
 
@@ -294,6 +294,7 @@ func testErrors(t *testing.T, g *gateway, k keys) {
 		wantCode   string // "" skips the check
 		wantMsg    string // substring of the message
 		retryAfter string // wanted Retry-After header ("" skips the check)
+		passed     bool   // an upstream error: the body must be mockllm's, byte for byte
 	}{
 		{name: "missing key", model: "mock-1", wantStatus: 401, wantCode: "missing_api_key"},
 		{name: "invalid key", key: "sk-not-a-key-of-this-gateway", model: "mock-1", wantStatus: 401, wantCode: "invalid_api_key"},
@@ -302,9 +303,9 @@ func testErrors(t *testing.T, g *gateway, k keys) {
 		{name: "body over limit", key: key, model: "mock-1", prompt: big, wantStatus: 413, wantCode: "request_too_large"},
 		{name: "upstream unreachable", key: key, model: "dead-1", wantStatus: 502, wantCode: "upstream_unreachable"},
 		{name: "upstream 503", key: key, model: "mock-1@status=503,retry_after=2", wantStatus: 503,
-			wantMsg: "mockllm: injected server error (status=503).", retryAfter: "2"},
+			wantMsg: "mockllm: injected server error (status=503).", retryAfter: "2", passed: true},
 		{name: "upstream 429", key: key, model: "mock-1@status=429,retry_after=3", wantStatus: 429,
-			wantCode: "rate_limit_exceeded", wantMsg: "mockllm: injected rate limit", retryAfter: "3"},
+			wantCode: "rate_limit_exceeded", wantMsg: "mockllm: injected rate limit", retryAfter: "3", passed: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -328,6 +329,13 @@ func testErrors(t *testing.T, g *gateway, k keys) {
 			if tt.retryAfter != "" {
 				if got := ae.Response.Header.Get("Retry-After"); got != tt.retryAfter {
 					t.Errorf("Retry-After = %q, want %q", got, tt.retryAfter)
+				}
+			}
+			if tt.passed {
+				_, derr := mock.sdk().Chat.Completions.New(ctx, chatParams(tt.model, prompt))
+				de := apiError(t, derr, tt.wantStatus)
+				if got, want := errorBody(t, ae), errorBody(t, de); got != want {
+					t.Errorf("body = %s, want mockllm's %s", got, want)
 				}
 			}
 		})

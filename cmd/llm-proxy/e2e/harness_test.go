@@ -459,7 +459,7 @@ func isWorker(pid int, bin string) bool {
 		return false
 	}
 	argv0, _, _ := strings.Cut(string(cmdline), "\x00")
-	if argv0 != bin && filepath.Base(argv0) != filepath.Base(bin) {
+	if argv0 != bin {
 		return false
 	}
 	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
@@ -473,7 +473,7 @@ func isWorker(pid int, bin string) bool {
 	return true
 }
 
-// exited reports the supervisor's exit error if it has exited.
+// hasExited reports whether the supervisor has exited, and its exit error.
 func (g *gateway) hasExited() (bool, error) {
 	select {
 	case <-g.exited:
@@ -682,13 +682,19 @@ func apiError(t *testing.T, err error, want int) *openai.Error {
 	if apiErr.StatusCode != want {
 		t.Errorf("status = %d, want %d (body %s)", apiErr.StatusCode, want, apiErr.RawJSON())
 	}
-	body, rerr := io.ReadAll(apiErr.Response.Body)
-	if rerr != nil {
-		t.Fatalf("read error body: %v", rerr)
-	}
-	apiErr.Response.Body = io.NopCloser(bytes.NewReader(body))
-	checkErrorShape(t, body)
+	checkErrorShape(t, []byte(errorBody(t, apiErr)))
 	return apiErr
+}
+
+// errorBody returns the HTTP body of an API error.
+func errorBody(t *testing.T, ae *openai.Error) string {
+	t.Helper()
+	body, err := io.ReadAll(ae.Response.Body)
+	if err != nil {
+		t.Fatalf("read error body: %v", err)
+	}
+	ae.Response.Body = io.NopCloser(bytes.NewReader(body))
+	return string(body)
 }
 
 // checkErrorShape checks body for OpenAI's error JSON.

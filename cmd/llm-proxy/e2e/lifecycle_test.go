@@ -320,10 +320,14 @@ var hclogLine = regexp.MustCompile(`^\S+ \[(TRACE|DEBUG|INFO|WARN|ERROR)\]\s+(\S
 var workerLogger = regexp.MustCompile(`(^|\.)worker-\d+$`)
 
 // testLogFiles: logs/llm-proxy.log has every line, the workers' included, and
-// logs/llm-proxy-error.log only the WARN and ERROR ones, among them the worker
-// that was killed (victim, 0 if the kill subtest did not get that far) and the
-// unreachable upstream of the errors subtest.
-func testLogFiles(t *testing.T, g *gateway, victim int) {
+// logs/llm-proxy-error.log only the WARN and ERROR ones, among them a worker's
+// warning about an unreachable upstream and the supervisor's report of the killed
+// worker (victim, 0 if the kill subtest did not run).
+func testLogFiles(t *testing.T, g *gateway, key string, victim int) {
+	// A worker logs an unreachable upstream at WARN.
+	_, err := g.sdk(key, nil).Chat.Completions.New(ctxTimeout(t, requestTimeout), chatParams("dead-1", marker(t)))
+	apiError(t, err, http.StatusBadGateway)
+
 	type summary struct {
 		levels      map[string]int
 		workerLines int    // lines re-emitted from a worker

@@ -66,6 +66,13 @@ func ScanRequest(body []byte, r *Request) error {
 		ks := i
 		ke := skipString(body, i)
 		key := body[ks+1 : ke-1]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			// Decoders unescape keys: "mod\u0065l" is "model" to the upstream.
+			var k string
+			if json.Unmarshal(body[ks:ke], &k) == nil {
+				key = []byte(k)
+			}
+		}
 		i = skipSpace(body, ke)
 		i = skipSpace(body, i+1) // ':'
 		vs := i

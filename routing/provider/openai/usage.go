@@ -13,13 +13,18 @@ type Usage struct {
 // inside a JSON string value (its quotes would be escaped), so a byte search is
 // exact. ok is false when there is no usage object.
 func ParseUsage(b []byte) (u Usage, ok bool) {
-	i := bytes.LastIndex(b, []byte(`"usage"`))
-	if i < 0 {
-		return u, false
-	}
-	i = skipSpace(b, i+len(`"usage"`))
-	if i >= len(b) || b[i] != ':' {
-		return u, false
+	// The last "usage" followed by ':' is the key; a string value "usage" is not.
+	i := len(b)
+	for {
+		i = bytes.LastIndex(b[:i], []byte(`"usage"`))
+		if i < 0 {
+			return u, false
+		}
+		j := skipSpace(b, i+len(`"usage"`))
+		if j < len(b) && b[j] == ':' {
+			i = j
+			break
+		}
 	}
 	i = skipSpace(b, i+1)
 	if i >= len(b) || b[i] != '{' {
