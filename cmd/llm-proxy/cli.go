@@ -413,7 +413,7 @@ func buildUpstream(name, baseURL, apiKey, models string, weight int, provider st
 	if provider != "openai" {
 		return store.Upstream{}, usagef("upstreams add: --provider %q is not supported; accepted values are openai", provider)
 	}
-	deps, err := parseDeployments(models, weight)
+	deps, err := parseDeployments(models)
 	if err != nil {
 		return store.Upstream{}, err
 	}
@@ -443,10 +443,12 @@ func parseBaseURL(s string) (string, error) {
 
 // parseDeployments reads "m1,m2" (served under the same name) and "public=upstream" aliases.
 // Nothing means one wildcard deployment: any model name is passed through.
-func parseDeployments(s string, weight int) ([]store.Deployment, error) {
+// Deployments get weight 1: the upstream's --weight is the balancing knob, and the
+// routing table multiplies the two.
+func parseDeployments(s string) ([]store.Deployment, error) {
 	items := splitList(s)
 	if len(items) == 0 {
-		return []store.Deployment{{PublicModel: store.AnyModel, Weight: weight}}, nil
+		return []store.Deployment{{PublicModel: store.AnyModel, Weight: 1}}, nil
 	}
 	seen := make(map[string]bool)
 	deps := make([]store.Deployment, 0, len(items))
@@ -463,7 +465,7 @@ func parseDeployments(s string, weight int) ([]store.Deployment, error) {
 			return nil, usagef("upstreams add: --models lists %q twice", public)
 		}
 		seen[public] = true
-		d := store.Deployment{PublicModel: public, UpstreamModel: upstream, Weight: weight}
+		d := store.Deployment{PublicModel: public, UpstreamModel: upstream, Weight: 1}
 		if public == store.AnyModel {
 			d.UpstreamModel = ""
 		}

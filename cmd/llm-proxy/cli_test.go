@@ -273,7 +273,8 @@ func TestUpstreamsAddListRemove(t *testing.T) {
 	if mock.Name != "mock" || mock.BaseURL != "http://127.0.0.1:9000/v1" || mock.Weight != 3 || mock.APIKey != "sk-p…wxyz" {
 		t.Errorf("mock = %+v", mock)
 	}
-	wantModels := []modelJSON{{Public: "gpt-4", Upstream: "gpt-4", Weight: 3}, {Public: "fast", Upstream: "gpt-4o-mini", Weight: 3}}
+	// The upstream carries the weight; its deployments are 1 each.
+	wantModels := []modelJSON{{Public: "gpt-4", Upstream: "gpt-4", Weight: 1}, {Public: "fast", Upstream: "gpt-4o-mini", Weight: 1}}
 	if fmt.Sprint(mock.Models) != fmt.Sprint(wantModels) {
 		t.Errorf("mock models = %+v, want %+v", mock.Models, wantModels)
 	}
