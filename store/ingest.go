@@ -11,7 +11,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"zombiezen.com/go/sqlite"
@@ -133,7 +132,7 @@ func writerGone(id string, live map[string]bool) bool {
 	if err != nil || pid <= 0 {
 		return false
 	}
-	return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
+	return processGone(pid)
 }
 
 // ingestFile ingests one file from its committed offset. finished means nothing more will

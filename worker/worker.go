@@ -121,6 +121,7 @@ func (w *Worker) router() *router.Router {
 	r.POST("/v1/embeddings", w.proxy(endpointEmbeddings))
 	r.GET("/v1/models", w.models)
 	r.GET("/api/health", w.health)
+	r.GET("/api/workers", w.workers)
 	r.NotFound = func(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusNotFound, "invalid_request_error", "unknown_url",
 			"Unknown request URL: "+string(ctx.Method())+" "+string(ctx.Path()))
