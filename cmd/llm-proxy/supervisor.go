@@ -43,7 +43,7 @@ func runSupervisor(stderr io.Writer) error {
 	signal.Notify(stopSig, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(stopSig)
 	rollSig := make(chan os.Signal, 1)
-	signal.Notify(rollSig, syscall.SIGHUP, syscall.SIGUSR2)
+	signal.Notify(rollSig, rollSignals...)
 	defer signal.Stop(rollSig)
 
 	logger, closeLogs, err := newRootLogger(cfg.LogLevel, cfg.LogDir, stderr)

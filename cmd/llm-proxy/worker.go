@@ -41,7 +41,7 @@ func runWorker(stderr io.Writer) error {
 	defer signal.Stop(stopSig)
 	// The supervisor's SIGHUP/SIGUSR2 are for the supervisor; a worker must not die of one
 	// that reaches the whole process group.
-	signal.Ignore(syscall.SIGHUP, syscall.SIGUSR2)
+	signal.Ignore(rollSignals...)
 
 	start := time.Now()
 	pid := os.Getpid()

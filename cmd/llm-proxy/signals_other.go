@@ -1,0 +1,9 @@
+//go:build !unix
+
+package main
+
+import "os"
+
+// rollSignals is empty where SIGHUP/SIGUSR2 do not exist; the supervisor itself
+// runs only on unix (supervisor.New refuses elsewhere), the CLI works everywhere.
+var rollSignals []os.Signal
