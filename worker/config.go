@@ -12,6 +12,7 @@ type Config struct {
 	UpstreamConnectTimeout time.Duration `envconfig:"UPSTREAM_CONNECT_TIMEOUT" default:"10s" desc:"TCP/TLS connect timeout to upstreams"`
 	ReadTimeout            time.Duration `envconfig:"READ_TIMEOUT" default:"60s" desc:"time allowed to read one client request (headers and body)"`
 	IdleTimeout            time.Duration `envconfig:"IDLE_TIMEOUT" default:"120s" desc:"keep-alive connections idle longer than this are closed"`
+	PprofAddr              string        `envconfig:"PPROF_ADDR" default:"" desc:"if set (loopback host:port), each worker serves net/http/pprof at port + its slot number; off by default"`
 	ShutdownTimeout        time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"30s" desc:"on SIGTERM, how long in-flight requests and open streams may take to finish"`
 }
 

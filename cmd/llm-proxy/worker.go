@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -157,6 +158,24 @@ func runWorker(stderr io.Writer) error {
 			return coord.Run(ctx)
 		}, func(error) {
 			cancel()
+		})
+	}
+	if addr := cfg.WorkerConfig.PprofAddr; addr != "" {
+		// Profiling (off by default): net/http/pprof on its own loopback listener, one
+		// port per slot, so a profile is of one known worker. Never on the API port.
+		srv, err := pprofServer(addr, slot)
+		if err != nil {
+			sp.Close()
+			return err
+		}
+		g.Add(func() error {
+			logger.Info("pprof listening", "addr", srv.Addr)
+			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("pprof: %w", err)
+			}
+			return nil
+		}, func(error) {
+			_ = srv.Close()
 		})
 	}
 	{
