@@ -1,0 +1,58 @@
+package spool
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+// TestParseFastMatchesJSON checks the fast path against encoding/json on lines it
+// accepts, and that it declines (so the json fallback decides) lines it cannot read.
+func TestParseFastMatchesJSON(t *testing.T) {
+	plain := typicalRecord()
+	escaped := typicalRecord()
+	escaped.Model = "gpt-4o \"quoted\"\n"
+	negative := typicalRecord()
+	negative.KeyID = -1
+	tests := []struct {
+		name     string
+		line     []byte
+		wantFast bool
+	}{
+		{"plain", AppendRecord(nil, &plain), true},
+		{"plain without newline", AppendRecord(nil, &plain)[:len(AppendRecord(nil, &plain))-1], true},
+		{"negative number", AppendRecord(nil, &negative), true},
+		{"escaped string", AppendRecord(nil, &escaped), false},
+		{"reordered keys", []byte(`{"ts_ms":1,"request_id":"a"}`), false},
+		{"trailing garbage", append(AppendRecord(nil, &plain)[:len(AppendRecord(nil, &plain))-1], 'x'), false},
+		{"truncated", AppendRecord(nil, &plain)[:40], false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got Record
+			if ok := parseFast(tt.line, &got); ok != tt.wantFast {
+				t.Fatalf("parseFast ok = %v, want %v", ok, tt.wantFast)
+			}
+			if !tt.wantFast {
+				return
+			}
+			var want Record
+			if err := json.Unmarshal(tt.line, &want); err != nil {
+				t.Fatal(err)
+			}
+			if got != want {
+				t.Errorf("parseFast = %+v, want %+v", got, want)
+			}
+		})
+	}
+}
+
+func BenchmarkParseRecord(b *testing.B) {
+	r := typicalRecord()
+	line := AppendRecord(nil, &r)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseRecord(line); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
