@@ -15,9 +15,10 @@ type Generations struct {
 	Keys      int64 // api_keys
 	Upstreams int64 // upstreams and deployments
 	Settings  int64 // settings
+	Health    int64 // upstream_health (a flip of an upstream's healthy flag)
 }
 
-// Generations reads all counters in one statement; workers call it every 250 ms.
+// Generations reads all counters (routes count as upstreams) in one statement; workers call it every 250 ms.
 func (s *Store) Generations(ctx context.Context) (Generations, error) {
 	var g Generations
 	err := s.read(ctx, func(conn *sqlite.Conn) error {
@@ -30,6 +31,8 @@ func (s *Store) Generations(ctx context.Context) (Generations, error) {
 					g.Upstreams = stmt.ColumnInt64(1)
 				case "settings":
 					g.Settings = stmt.ColumnInt64(1)
+				case "health":
+					g.Health = stmt.ColumnInt64(1)
 				}
 				return nil
 			},

@@ -268,9 +268,10 @@ func (s *Store) commitBatch(ctx context.Context, base string, batch []spool.Reco
 		}
 		ins := conn.Prep(`INSERT OR IGNORE INTO request_logs
 			(request_id, ts_ms, worker, key_id, endpoint, model, upstream, upstream_model, status, stream,
-			 latency_us, ttfb_us, prompt_tokens, completion_tokens, error_class)
+			 latency_us, ttfb_us, prompt_tokens, completion_tokens, error_class,
+			 attempts, attempt_count, cache, route, tokens_estimated, cost_micro_usd)
 			VALUES (:rid, :ts, :worker, :key, :endpoint, :model, :upstream, :umodel, :status, :stream,
-			 :lat, :ttfb, :pt, :ct, :err)`)
+			 :lat, :ttfb, :pt, :ct, :err, :attempts, :natt, :cache, :route, :est, :cost)`)
 		for i := range batch {
 			r := &batch[i]
 			ins.SetText(":rid", r.RequestID)
@@ -292,6 +293,16 @@ func (s *Store) commitBatch(ctx context.Context, base string, batch []spool.Reco
 			ins.SetInt64(":pt", int64(r.PromptTokens))
 			ins.SetInt64(":ct", int64(r.CompletionTokens))
 			ins.SetText(":err", r.ErrorClass)
+			if r.Attempts == "" {
+				ins.SetText(":attempts", "[]")
+			} else {
+				ins.SetText(":attempts", r.Attempts)
+			}
+			ins.SetInt64(":natt", int64(r.AttemptCount))
+			ins.SetText(":cache", r.Cache)
+			ins.SetText(":route", r.Route)
+			ins.SetBool(":est", r.TokensEstimated)
+			ins.SetInt64(":cost", r.CostMicroUSD)
 			if _, err := ins.Step(); err != nil {
 				ins.Reset()
 				return fmt.Errorf("insert request log: %w", err)

@@ -91,8 +91,14 @@ func (s *Store) Heartbeat(ctx context.Context, w WorkerRow) error {
 		role = "worker"
 	}
 	err := s.writeRetry(ctx, func(conn *sqlite.Conn) error {
+		// A row says primary only while its worker holds the lease: a primary frozen past
+		// the failover timeout beats once more as "primary" when it wakes, before its lease
+		// loop notices the takeover, and status must not show two primaries then.
 		return sqlitex.Execute(conn, `INSERT INTO workers (id, slot, pid, started_at, beat_at, role, version, stats)
-			VALUES (:id, :slot, :pid, :started, :beat, :role, :version, :stats)
+			VALUES (:id, :slot, :pid, :started, :beat,
+				CASE WHEN :role = 'primary' AND NOT EXISTS (SELECT 1 FROM leader WHERE id = 1 AND holder = :id)
+					THEN 'worker' ELSE :role END,
+				:version, :stats)
 			ON CONFLICT(id) DO UPDATE SET beat_at = excluded.beat_at, role = excluded.role,
 				version = excluded.version, stats = excluded.stats`,
 			&sqlitex.ExecOptions{Named: map[string]any{
@@ -188,6 +194,16 @@ func (s *Store) TryAcquire(ctx context.Context, me string, pid int, seenSeq int6
 			return err
 		}
 		won = conn.Changes() == 1
+		if won {
+			// The rows follow the lease at once, in the same transaction: the deposed
+			// holder's row (frozen, or not yet told) stops saying primary, and ours says it
+			// before our next heartbeat.
+			err = sqlitex.Execute(conn, `UPDATE workers SET role = CASE WHEN id = :me THEN 'primary' ELSE 'worker' END
+				WHERE id = :me OR role = 'primary'`, &sqlitex.ExecOptions{Named: map[string]any{":me": me}})
+			if err != nil {
+				return err
+			}
+		}
 		l, err = readLease(conn)
 		return err
 	})

@@ -28,6 +28,12 @@ type RequestLog struct {
 	PromptTokens     int64
 	CompletionTokens int64
 	ErrorClass       string // "" on success
+	Attempts         string // JSON array of upstream attempts (see migrations/0005)
+	AttemptCount     int
+	Cache            string // '', miss, bypass, hit-l1, hit-l2, hit-semantic
+	Route            string // why the target was chosen
+	TokensEstimated  bool   // the gateway counted tokens the provider did not report
+	CostMicroUSD     int64
 }
 
 // Request log query limits.
@@ -55,7 +61,8 @@ func (s *Store) RequestLogs(ctx context.Context, q LogQuery) ([]RequestLog, erro
 	// filter combination gets a plan that can use its own index.
 	var sb strings.Builder
 	sb.WriteString(`SELECT id, request_id, ts_ms, worker, key_id, endpoint, model, upstream, upstream_model,
-status, stream, latency_us, ttfb_us, prompt_tokens, completion_tokens, error_class
+status, stream, latency_us, ttfb_us, prompt_tokens, completion_tokens, error_class,
+attempts, attempt_count, cache, route, tokens_estimated, cost_micro_usd
 FROM request_logs WHERE 1`)
 	args := map[string]any{":limit": limit}
 	if q.SinceMs != 0 {
@@ -100,6 +107,12 @@ FROM request_logs WHERE 1`)
 					PromptTokens:     stmt.ColumnInt64(13),
 					CompletionTokens: stmt.ColumnInt64(14),
 					ErrorClass:       stmt.ColumnText(15),
+					Attempts:         stmt.ColumnText(16),
+					AttemptCount:     stmt.ColumnInt(17),
+					Cache:            stmt.ColumnText(18),
+					Route:            stmt.ColumnText(19),
+					TokensEstimated:  stmt.ColumnInt(20) != 0,
+					CostMicroUSD:     stmt.ColumnInt64(21),
 				})
 				return nil
 			},

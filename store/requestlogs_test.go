@@ -33,7 +33,7 @@ func TestRequestLogs(t *testing.T) {
 	ctx := testContext(t)
 	full := RequestLog{RequestID: "r-full", TsMs: 5000, Worker: 3, KeyID: 7, Endpoint: "chat", Model: "gpt",
 		Upstream: "openai", UpstreamModel: "gpt-4o", Status: 200, Stream: true, LatencyUs: 1234, TTFBUs: 456,
-		PromptTokens: 11, CompletionTokens: 22}
+		PromptTokens: 11, CompletionTokens: 22, Attempts: "[]"}
 	insertRequestLog(t, s, full)
 	for i := range 4 {
 		insertRequestLog(t, s, RequestLog{RequestID: fmt.Sprintf("r-%d", i), TsMs: int64(1000 * (i + 1)), Endpoint: "chat",

@@ -18,6 +18,8 @@ type Deployment struct {
 	PublicModel   string // model name clients ask for; AnyModel passes any name through
 	UpstreamModel string // name sent upstream; "" means the same as PublicModel (always "" for AnyModel)
 	Weight        int    // share among deployments of the same public model; 0 takes no traffic
+	Priority      int    // tier: lower tiers are tried first (default 0)
+	MaxConcurrent int    // most requests in flight on this deployment across all workers; 0: unlimited
 }
 
 // Upstream is a provider endpoint.
@@ -55,6 +57,8 @@ func (s *Store) AddUpstream(ctx context.Context, u Upstream) (int64, error) {
 			return 0, fmt.Errorf("store: add upstream %q: deployment %d has no public model", u.Name, i)
 		case d.Weight < 0:
 			return 0, fmt.Errorf("store: add upstream %q: deployment %q has negative weight", u.Name, d.PublicModel)
+		case d.MaxConcurrent < 0:
+			return 0, fmt.Errorf("store: add upstream %q: deployment %q has negative max concurrent", u.Name, d.PublicModel)
 		case d.PublicModel == AnyModel && d.UpstreamModel != "":
 			return 0, fmt.Errorf("store: add upstream %q: a %q deployment forwards names unchanged and takes no upstream model", u.Name, AnyModel)
 		case d.PublicModel != AnyModel && d.UpstreamModel == "":
@@ -87,9 +91,10 @@ VALUES (:name, :provider, :base_url, :key, :weight, :enabled, :created)`, &sqlit
 		}
 		id = conn.LastInsertRowID()
 		for _, d := range deps {
-			err := sqlitex.Execute(conn, `INSERT INTO deployments(upstream_id, public_model, upstream_model, weight)
-VALUES (:up, :public, :model, :weight)`, &sqlitex.ExecOptions{
-				Named: map[string]any{":up": id, ":public": d.PublicModel, ":model": d.UpstreamModel, ":weight": d.Weight},
+			err := sqlitex.Execute(conn, `INSERT INTO deployments(upstream_id, public_model, upstream_model, weight, priority, max_concurrent)
+VALUES (:up, :public, :model, :weight, :priority, :maxc)`, &sqlitex.ExecOptions{
+				Named: map[string]any{":up": id, ":public": d.PublicModel, ":model": d.UpstreamModel, ":weight": d.Weight,
+					":priority": d.Priority, ":maxc": d.MaxConcurrent},
 			})
 			if isUniqueViolation(err) {
 				return fmt.Errorf("deployment %q listed twice", d.PublicModel)
@@ -142,7 +147,7 @@ FROM upstreams ORDER BY id`, &sqlitex.ExecOptions{
 		if err != nil {
 			return err
 		}
-		return sqlitex.Execute(conn, `SELECT upstream_id, public_model, upstream_model, weight
+		return sqlitex.Execute(conn, `SELECT upstream_id, public_model, upstream_model, weight, priority, max_concurrent
 FROM deployments ORDER BY upstream_id, id`, &sqlitex.ExecOptions{
 			ResultFunc: func(stmt *sqlite.Stmt) error {
 				i, ok := byID[stmt.ColumnInt64(0)]
@@ -153,6 +158,8 @@ FROM deployments ORDER BY upstream_id, id`, &sqlitex.ExecOptions{
 					PublicModel:   stmt.ColumnText(1),
 					UpstreamModel: stmt.ColumnText(2),
 					Weight:        stmt.ColumnInt(3),
+					Priority:      stmt.ColumnInt(4),
+					MaxConcurrent: stmt.ColumnInt(5),
 				})
 				return nil
 			},

@@ -47,7 +47,7 @@ func TestUpstreams(t *testing.T) {
 	want := []Upstream{in[0], in[1]}
 	want[0].ID, want[1].ID = ids[0], ids[1]
 	want[0].Provider = "openai"
-	want[0].Deployments = []Deployment{{"gpt", "gpt-4o", 3}, {"gpt-4o-mini", "gpt-4o-mini", 1}}
+	want[0].Deployments = []Deployment{{PublicModel: "gpt", UpstreamModel: "gpt-4o", Weight: 3}, {PublicModel: "gpt-4o-mini", UpstreamModel: "gpt-4o-mini", Weight: 1}}
 	if len(got) != len(want) {
 		t.Fatalf("listed %d upstreams, want %d", len(got), len(want))
 	}

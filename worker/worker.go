@@ -60,6 +60,9 @@ type Worker struct {
 	reqPrefix string
 	reqSeq    atomic.Uint64
 
+	// draining is set by Shutdown: every response from then on says Connection: close.
+	draining atomic.Bool
+
 	// served counts finished proxied requests; inFlight those still running.
 	served   atomic.Uint64
 	inFlight atomic.Int64
@@ -98,7 +101,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Worker, error) {
 		return nil, err
 	}
 	w.server = &fasthttp.Server{
-		Handler:            w.router().Handler,
+		Handler:            w.closeWhenDraining(w.router().Handler),
 		Name:               "llm-proxy",
 		ReadTimeout:        cfg.ReadTimeout,
 		IdleTimeout:        cfg.IdleTimeout,
@@ -164,9 +167,37 @@ func (w *Worker) Serve(ln net.Listener) error {
 	return nil
 }
 
+// drainGrace is how long Shutdown keeps serving, with Connection: close on every
+// response, before it closes the listener and the idle keep-alive connections.
+const drainGrace = time.Second
+
+// closeWhenDraining ends the keep-alive of every connection that is answered once the
+// drain has begun. Set after the handler: error answers reset the response headers.
+func (w *Worker) closeWhenDraining(h fasthttp.RequestHandler) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		h(ctx)
+		if w.draining.Load() {
+			ctx.SetConnectionClose()
+		}
+	}
+}
+
 // Shutdown stops accepting connections and waits for in-flight requests and open
 // streams to finish, up to ctx's deadline.
+//
+// Closing an idle keep-alive connection races with a request the client is sending on it
+// at that moment: the request arrives at a closed socket, the kernel answers with a reset,
+// and the client cannot tell whether it was processed (net/http does not retry a POST).
+// So for drainGrace the worker keeps serving and answers every request with
+// Connection: close: busy clients get their answer and reconnect, to the worker that
+// replaces this one on the same socket, before any connection is closed under them. Only
+// connections idle for the whole grace are closed unasked, the same race as IdleTimeout.
 func (w *Worker) Shutdown(ctx context.Context) error {
+	w.draining.Store(true)
+	select {
+	case <-ctx.Done():
+	case <-time.After(drainGrace):
+	}
 	if err := w.server.ShutdownWithContext(ctx); err != nil {
 		return fmt.Errorf("worker: shutdown: %w", err)
 	}

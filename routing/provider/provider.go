@@ -358,12 +358,12 @@ func ParseToolChoice(raw json.RawMessage) (ToolChoice, error) {
 
 // ChatCompletion is OpenAI's non-streaming response.
 type ChatCompletion struct {
-	ID      string       `json:"id"`
-	Object  string       `json:"object"`
-	Created int64        `json:"created"`
-	Model   string       `json:"model"`
-	Choices []Choice     `json:"choices"`
-	Usage   *ChatUsage   `json:"usage,omitempty"`
+	ID      string     `json:"id"`
+	Object  string     `json:"object"`
+	Created int64      `json:"created"`
+	Model   string     `json:"model"`
+	Choices []Choice   `json:"choices"`
+	Usage   *ChatUsage `json:"usage,omitempty"`
 }
 
 // Choice is one choice of a ChatCompletion.

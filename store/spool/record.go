@@ -34,6 +34,13 @@ type Record struct {
 	PromptTokens     int    `json:"prompt_tokens"`
 	CompletionTokens int    `json:"completion_tokens"`
 	ErrorClass       string `json:"error_class"`
+	// Attempts is a JSON array (raw, already encoded) of the upstream attempts.
+	Attempts        string `json:"attempts"`
+	AttemptCount    int    `json:"attempt_count"`
+	Cache           string `json:"cache"`
+	Route           string `json:"route"`
+	TokensEstimated bool   `json:"tokens_estimated"`
+	CostMicroUSD    int64  `json:"cost_micro_usd"`
 }
 
 // AppendRecord appends r to dst as one JSON object line ending in '\n'. It allocates only
@@ -70,6 +77,18 @@ func AppendRecord(dst []byte, r *Record) []byte {
 	dst = strconv.AppendInt(dst, int64(r.CompletionTokens), 10)
 	dst = append(dst, `,"error_class":`...)
 	dst = appendString(dst, r.ErrorClass)
+	dst = append(dst, `,"attempts":`...)
+	dst = appendString(dst, r.Attempts)
+	dst = append(dst, `,"attempt_count":`...)
+	dst = strconv.AppendInt(dst, int64(r.AttemptCount), 10)
+	dst = append(dst, `,"cache":`...)
+	dst = appendString(dst, r.Cache)
+	dst = append(dst, `,"route":`...)
+	dst = appendString(dst, r.Route)
+	dst = append(dst, `,"tokens_estimated":`...)
+	dst = strconv.AppendBool(dst, r.TokensEstimated)
+	dst = append(dst, `,"cost_micro_usd":`...)
+	dst = strconv.AppendInt(dst, r.CostMicroUSD, 10)
 	return append(dst, "}\n"...)
 }
 
@@ -159,6 +178,12 @@ func parseFast(line []byte, r *Record) bool {
 		p.lit(`,"prompt_tokens":`) && p.intN(&r.PromptTokens) &&
 		p.lit(`,"completion_tokens":`) && p.intN(&r.CompletionTokens) &&
 		p.lit(`,"error_class":`) && p.str(&r.ErrorClass) &&
+		p.lit(`,"attempts":`) && p.str(&r.Attempts) &&
+		p.lit(`,"attempt_count":`) && p.intN(&r.AttemptCount) &&
+		p.lit(`,"cache":`) && p.str(&r.Cache) &&
+		p.lit(`,"route":`) && p.str(&r.Route) &&
+		p.lit(`,"tokens_estimated":`) && p.bool(&r.TokensEstimated) &&
+		p.lit(`,"cost_micro_usd":`) && p.int(&r.CostMicroUSD) &&
 		p.lit("}")
 	if !ok || r.RequestID == "" {
 		return false

@@ -439,6 +439,13 @@ func (g *gateway) startLoad(t *testing.T, key string, o loadOptions) *load {
 	return l
 }
 
+// add counts a request the test made itself as seen completed.
+func (l *load) add(id string) {
+	l.mu.Lock()
+	l.ids[id] = true
+	l.mu.Unlock()
+}
+
 func (l *load) fail(client, pid int, err error) {
 	l.mu.Lock()
 	l.fails = append(l.fails, loadFailure{client: client, pid: pid, err: err})

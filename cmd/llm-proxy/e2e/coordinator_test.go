@@ -15,7 +15,7 @@ import (
 // coordination settings, waits for a primary and returns it with a client key.
 func coordGateway(t *testing.T, n int, env map[string]string) (*gateway, string) {
 	t.Helper()
-	mock := startMock(t, "--reply", reply(8))
+	mock := startMock(t, "--reply", reply(50))
 	env["LLM_PROXY_WORKERS"] = strconv.Itoa(n)
 	g := newGateway(t, env)
 	g.workers = n
@@ -68,6 +68,7 @@ func TestKill9UnderLoad(t *testing.T) {
 			}
 
 			l := g.startLoad(t, key, loadOptions{clients: 6, attribute: true})
+			l.add(prefix + "1") // the request that taught us the prefix (the worker's first)
 			l.waitServed(t, 300, 10*time.Second)
 			if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
 				t.Fatalf("kill -9 %d: %v", victim, err)
@@ -98,6 +99,7 @@ func TestKill9UnderLoad(t *testing.T) {
 			if err != nil {
 				t.Fatalf("request after the kill: %v", err)
 			}
+			l.add(id)
 			g.waitLogRow(t, id)
 			l.halt()
 

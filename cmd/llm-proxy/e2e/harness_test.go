@@ -385,6 +385,13 @@ func (g *gateway) createKey(t *testing.T, name string, flags ...string) (int64, 
 // a worker outlives it.
 func (g *gateway) start(t *testing.T) {
 	t.Helper()
+	g.launch(t)
+	g.waitWorkers(t, nil, startTimeout)
+}
+
+// launch runs the supervisor without waiting for its workers; the test's cleanup stops it.
+func (g *gateway) launch(t *testing.T) {
+	t.Helper()
 	proxy, _ := binaries(t)
 	errFile, err := os.Create(g.errPath)
 	if err != nil {
@@ -414,7 +421,6 @@ func (g *gateway) start(t *testing.T) {
 			t.Logf("llm-proxy output (tail):\n%s", tail(g.errPath, 60))
 		}
 	})
-	g.waitWorkers(t, nil, startTimeout)
 }
 
 // stop ends the supervisor if it still runs, then checks that no worker outlived it.
