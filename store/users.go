@@ -233,7 +233,9 @@ func (s *Store) DeleteUser(ctx context.Context, id int64) error {
 		if err := sqlitex.Execute(conn, "UPDATE api_keys SET revoked_at = :now, disabled = 0 WHERE user_id = :id AND revoked_at IS NULL", args); err != nil {
 			return err
 		}
-		if err := sqlitex.Execute(conn, "DELETE FROM users WHERE id = :id", args); err != nil {
+		if err := sqlitex.Execute(conn, "DELETE FROM users WHERE id = :id", &sqlitex.ExecOptions{
+			Named: map[string]any{":id": id},
+		}); err != nil {
 			return err
 		}
 		if conn.Changes() == 0 {

@@ -40,7 +40,7 @@ func benchTable() *routing.Table {
 			},
 		})
 	}
-	return buildTable(ups, routing.Weighted)
+	return buildTable(ups, nil, routing.Weighted, routing.NewBook(nil))
 }
 
 var benchBody = []byte(`{"model":"gpt-4o","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write a haiku about proxies."}],"temperature":0.7,"stream":true}`)

@@ -10,6 +10,9 @@ type Config struct {
 	MaxBodyBytes           int           `envconfig:"MAX_BODY_BYTES" default:"33554432" desc:"largest accepted request body in bytes (default 32 MiB); larger bodies get 413"`
 	UpstreamTimeout        time.Duration `envconfig:"UPSTREAM_TIMEOUT" default:"300s" desc:"how long to wait for an upstream's response headers before answering 504"`
 	UpstreamConnectTimeout time.Duration `envconfig:"UPSTREAM_CONNECT_TIMEOUT" default:"10s" desc:"TCP/TLS connect timeout to upstreams"`
+	FirstByteTimeout       time.Duration `envconfig:"FIRST_BYTE_TIMEOUT" default:"300s" desc:"a stream whose first bytes take longer fails over to another deployment"`
+	StreamIdleTimeout      time.Duration `envconfig:"STREAM_IDLE_TIMEOUT" default:"120s" desc:"a stream silent this long is ended with an SSE error event and [DONE]"`
+	RequestTimeout         time.Duration `envconfig:"REQUEST_TIMEOUT" default:"600s" desc:"bound on one request's attempt chain (every retry and fallback) until an answer starts; a stream that has started is not cut by it"`
 	ReadTimeout            time.Duration `envconfig:"READ_TIMEOUT" default:"60s" desc:"time allowed to read one client request (headers and body)"`
 	IdleTimeout            time.Duration `envconfig:"IDLE_TIMEOUT" default:"120s" desc:"keep-alive connections idle longer than this are closed"`
 	PprofAddr              string        `envconfig:"PPROF_ADDR" default:"" desc:"if set (loopback host:port), each worker serves net/http/pprof at port + its slot number; off by default"`
@@ -27,6 +30,9 @@ func (c Config) Validate() error {
 	}{
 		{"UPSTREAM_TIMEOUT", c.UpstreamTimeout},
 		{"UPSTREAM_CONNECT_TIMEOUT", c.UpstreamConnectTimeout},
+		{"FIRST_BYTE_TIMEOUT", c.FirstByteTimeout},
+		{"STREAM_IDLE_TIMEOUT", c.StreamIdleTimeout},
+		{"REQUEST_TIMEOUT", c.RequestTimeout},
 		{"READ_TIMEOUT", c.ReadTimeout},
 		{"IDLE_TIMEOUT", c.IdleTimeout},
 		{"SHUTDOWN_TIMEOUT", c.ShutdownTimeout},

@@ -2,17 +2,12 @@ package worker
 
 import (
 	"bufio"
-	"bytes"
-	"context"
-	"errors"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"sync"
 	"time"
 
-	"github.com/valyala/bytebufferpool"
 	"github.com/valyala/fasthttp"
 
 	"github.com/llm-proxy/llm-proxy/routing"
@@ -40,11 +35,13 @@ const maxUpstreamBody = 64 << 20
 
 // exchange is the per-request state, pooled so the hot path reuses its buffers.
 type exchange struct {
-	req     openai.Request
-	body    []byte // the rewritten request body sent upstream
-	rec     spool.Record
-	line    []byte // the encoded spool record
-	started time.Time
+	req  openai.Request
+	body []byte // the rewritten request body sent upstream
+	rec  spool.Record
+	line []byte // the encoded spool record
+	// attempts is the JSON array of upstream attempts being built for the record.
+	attempts []byte
+	started  time.Time
 }
 
 var exchangePool = sync.Pool{New: func() any { return &exchange{body: make([]byte, 0, 4096)} }}
@@ -102,15 +99,7 @@ func (w *Worker) serveProxy(ctx *fasthttp.RequestCtx, ep endpoint) {
 			"The model '"+x.rec.Model+"' does not exist or you do not have access to it.", classUnknownModel)
 		return
 	}
-	dep := pool.Pick(conversationKey(ctx, &x.req))
-	x.rec.Upstream = dep.Upstream.Name
-	x.rec.UpstreamModel = dep.UpstreamModel
-	if x.rec.UpstreamModel == "" {
-		x.rec.UpstreamModel = x.rec.Model
-	}
-	x.body = openai.AppendRewrite(x.body[:0], body, &x.req, dep.UpstreamModel, stream)
-
-	w.forward(ctx, x, ep, dep, stream)
+	w.dispatch(ctx, x, ep, pool, body, stream)
 }
 
 // reject answers a request that never reached an upstream, and records it.
@@ -127,6 +116,10 @@ func (w *Worker) reject(ctx *fasthttp.RequestCtx, x *exchange, status int, typ, 
 // completed request always has its record.
 func (w *Worker) finish(x *exchange) {
 	x.rec.LatencyUs = time.Since(x.started).Microseconds()
+	if len(x.attempts) > 0 {
+		x.rec.Attempts = string(x.attempts)
+		x.attempts = x.attempts[:0]
+	}
 	x.line = spool.AppendRecord(x.line[:0], &x.rec)
 	if err := w.deps.Spool.Append(x.line); err != nil {
 		w.logger.Error("append request record", "request_id", x.rec.RequestID, "error", err)
@@ -150,106 +143,6 @@ func conversationKey(ctx *fasthttp.RequestCtx, r *openai.Request) uint64 {
 		return routing.ConversationKey(r.User)
 	}
 	return 0
-}
-
-// forward sends the rewritten request to dep and relays the answer.
-func (w *Worker) forward(ctx *fasthttp.RequestCtx, x *exchange, ep endpoint, dep *routing.Deployment, stream bool) {
-	upCtx, cancel := context.WithCancel(context.Background())
-	watch := watchDisconnect(ctx.Conn(), cancel)
-
-	hreq, err := http.NewRequestWithContext(upCtx, http.MethodPost, dep.Upstream.BaseURL+ep.path, bytes.NewReader(x.body))
-	if err != nil {
-		watch.stop()
-		cancel()
-		w.reject(ctx, x, fasthttp.StatusBadGateway, "upstream_error", "upstream_unreachable",
-			"The upstream '"+dep.Upstream.Name+"' has an invalid base URL.", classUnreachable)
-		return
-	}
-	hreq.Header = http.Header{
-		"Content-Type": {"application/json"},
-		"User-Agent":   {"llm-proxy/" + w.deps.Version},
-	}
-	if dep.Upstream.APIKey != "" {
-		hreq.Header["Authorization"] = []string{"Bearer " + dep.Upstream.APIKey}
-	}
-	if stream {
-		hreq.Header["Accept"] = []string{"text/event-stream"}
-	} else {
-		hreq.Header["Accept"] = []string{"application/json"}
-	}
-
-	dep.Begin()
-	resp, err := w.client.Do(hreq)
-	if err != nil {
-		dep.End()
-		watch.stop()
-		cancel()
-		w.upstreamFailed(ctx, x, dep, err, watch.gone())
-		return
-	}
-	x.rec.TtfbUs = time.Since(x.started).Microseconds()
-	ctx.Response.Header.Set("X-LLM-Proxy-Upstream", dep.Upstream.Name)
-
-	if stream && resp.StatusCode == http.StatusOK && isEventStream(resp.Header.Get("Content-Type")) {
-		copyResponseHeaders(ctx, resp)
-		ctx.SetStatusCode(resp.StatusCode)
-		// The stream writer runs after this handler returns and must not touch ctx;
-		// the disconnect watch already holds the client socket it needs.
-		ctx.SetBodyStreamWriter(func(bw *bufio.Writer) {
-			defer dep.End()
-			defer cancel()
-			defer watch.stop()
-			w.pumpStream(bw, resp, x, watch)
-		})
-		return
-	}
-
-	defer dep.End()
-	defer cancel()
-	defer watch.stop()
-	buf := bytebufferpool.Get()
-	_, err = buf.ReadFrom(io.LimitReader(resp.Body, maxUpstreamBody))
-	resp.Body.Close()
-	if err != nil {
-		bytebufferpool.Put(buf)
-		w.upstreamFailed(ctx, x, dep, err, watch.gone())
-		return
-	}
-	copyResponseHeaders(ctx, resp)
-	ctx.SetStatusCode(resp.StatusCode)
-	ctx.SetBody(buf.B)
-	x.rec.Status = resp.StatusCode
-	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		if u, ok := openai.ParseUsage(buf.B); ok {
-			x.rec.PromptTokens, x.rec.CompletionTokens = u.PromptTokens, u.CompletionTokens
-		}
-	} else {
-		x.rec.ErrorClass = classUpstream
-	}
-	bytebufferpool.Put(buf)
-	w.finish(x)
-}
-
-// upstreamFailed answers a request whose upstream call failed before a response.
-func (w *Worker) upstreamFailed(ctx *fasthttp.RequestCtx, x *exchange, dep *routing.Deployment, err error, clientGone bool) {
-	var netErr net.Error
-	switch {
-	case clientGone:
-		// Nobody is listening; record it the way nginx does.
-		x.rec.Status = statusClientClosed
-		x.rec.ErrorClass = classClientClosed
-		ctx.SetConnectionClose()
-		ctx.SetStatusCode(statusClientClosed)
-		w.finish(x)
-	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &netErr) && netErr.Timeout()):
-		w.logger.Warn("upstream timeout", "upstream", dep.Upstream.Name, "request_id", x.rec.RequestID, "error", err)
-		w.reject(ctx, x, fasthttp.StatusGatewayTimeout, "upstream_error", "upstream_timeout",
-			"The upstream '"+dep.Upstream.Name+"' did not answer in time.", classTimeout)
-	default:
-		w.logger.Warn("upstream unreachable", "upstream", dep.Upstream.Name, "request_id", x.rec.RequestID, "error", err)
-		w.reject(ctx, x, fasthttp.StatusBadGateway, "upstream_error", "upstream_unreachable",
-			"The upstream '"+dep.Upstream.Name+"' could not be reached.", classUnreachable)
-	}
 }
 
 func isEventStream(ct string) bool {
@@ -278,96 +171,6 @@ func copyResponseHeaders(ctx *fasthttp.RequestCtx, resp *http.Response) {
 		for _, v := range vs {
 			ctx.Response.Header.Add(k, v)
 		}
-	}
-}
-
-var (
-	dataPrefix = []byte("data:")
-	doneData   = []byte("[DONE]")
-	usageKey   = []byte(`"usage"`)
-)
-
-// pumpStream relays an upstream SSE body to the client, flushing whenever the
-// upstream has nothing more buffered so each chunk leaves as soon as it arrives.
-// It records usage, strips the usage-only chunk the client did not ask for, and
-// writes the request record before the final [DONE] reaches the client.
-func (w *Worker) pumpStream(bw *bufio.Writer, resp *http.Response, x *exchange, watch *disconnectWatch) {
-	// After finish(x) on [DONE], x belongs to the pool again: nothing below may touch it.
-	defer resp.Body.Close()
-	br := readerGet(resp.Body)
-	defer readerPut(br)
-	stripUsage := !x.req.IncludeUsage
-	x.rec.Status = http.StatusOK
-	recorded, skipBlank, clientGone := false, false, false
-	var readErr error
-	for {
-		line, err := br.ReadSlice('\n')
-		if len(line) > 0 && !clientGone {
-			forward := true
-			if skipBlank && len(bytes.TrimSpace(line)) == 0 {
-				forward, skipBlank = false, false
-			} else if !recorded && bytes.HasPrefix(line, dataPrefix) && err != bufio.ErrBufferFull {
-				data := bytes.TrimSpace(line[len(dataPrefix):])
-				switch {
-				case bytes.Equal(data, doneData):
-					w.finish(x)
-					recorded = true
-				case bytes.Contains(data, usageKey):
-					if u, ok := openai.ParseUsage(data); ok {
-						x.rec.PromptTokens, x.rec.CompletionTokens = u.PromptTokens, u.CompletionTokens
-						if stripUsage && openai.IsUsageOnlyChunk(data) {
-							forward, skipBlank = false, true
-						}
-					}
-				}
-			}
-			if forward {
-				if _, werr := bw.Write(line); werr != nil {
-					clientGone = true
-				}
-			}
-		}
-		if err != nil && err != bufio.ErrBufferFull {
-			if err != io.EOF {
-				readErr = err
-			}
-			break
-		}
-		if clientGone {
-			break
-		}
-		if br.Buffered() == 0 {
-			if ferr := bw.Flush(); ferr != nil {
-				clientGone = true
-				break
-			}
-		}
-	}
-	if recorded {
-		_ = bw.Flush()
-		return
-	}
-	switch {
-	case clientGone || watch.gone():
-		x.rec.Status = statusClientClosed
-		x.rec.ErrorClass = classClientClosed
-		w.finish(x)
-	default:
-		// The upstream ended the stream without [DONE]: tell the client with an
-		// error event instead of pretending the answer was complete.
-		x.rec.Status = http.StatusBadGateway
-		x.rec.ErrorClass = classStreamBroken
-		msg := "The upstream closed the stream before it was complete."
-		if readErr != nil {
-			w.logger.Warn("upstream stream broken", "upstream", x.rec.Upstream, "request_id", x.rec.RequestID, "error", readErr)
-		}
-		w.finish(x)
-		var b []byte
-		b = append(b, "data: "...)
-		b = appendErrorJSON(b, "upstream_error", "stream_broken", msg)
-		b = append(b, "\n\ndata: [DONE]\n\n"...)
-		_, _ = bw.Write(b)
-		_ = bw.Flush()
 	}
 }
 

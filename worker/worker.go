@@ -28,6 +28,8 @@ import (
 // Deps are the worker's collaborators, built by cmd/llm-proxy.
 type Deps struct {
 	Store *store.Store
+	// Admin, when set, mounts the web admin pages and API (package worker/admin).
+	Admin interface{ Register(r *router.Router) }
 	// Spool receives one record per proxied request. Required.
 	Spool *spool.Writer
 	// Logger is the worker's logger; nil discards.
@@ -40,6 +42,9 @@ type Deps struct {
 	Version string
 	// Routing holds the balancing strategy.
 	Routing routing.Config
+	// Counters, when set, are shared by every worker process (store/shm), so
+	// round_robin and least_connections count across workers; nil counts per process.
+	Counters routing.CounterSource
 }
 
 // Worker serves the gateway's HTTP API.
@@ -54,6 +59,11 @@ type Worker struct {
 	keys   atomic.Pointer[keySnapshot]
 	routes atomic.Pointer[routing.Table]
 	gens   store.Generations
+
+	// book holds live routing state (health, circuits, counters) across table
+	// rebuilds; budget caps retries.
+	book   *routing.Book
+	budget *routing.RetryBudget
 
 	// reqPrefix and reqSeq make request ids unique across processes and restarts
 	// without a random read per request.
@@ -97,6 +107,8 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Worker, error) {
 		refreshInterval: 250 * time.Millisecond,
 	}
 	w.client = newUpstreamClient(cfg)
+	w.book = routing.NewBook(deps.Counters)
+	w.budget = routing.DefaultRetryBudget()
 	if err := w.refresh(ctx, true); err != nil {
 		return nil, err
 	}
@@ -124,7 +136,11 @@ func (w *Worker) router() *router.Router {
 	r.POST("/v1/embeddings", w.proxy(endpointEmbeddings))
 	r.GET("/v1/models", w.models)
 	r.GET("/api/health", w.health)
-	r.GET("/api/workers", w.workers)
+	if w.deps.Admin != nil { // the admin serves /api/workers itself, behind admin sign-in
+		w.deps.Admin.Register(r)
+	} else {
+		r.GET("/api/workers", w.workers)
+	}
 	r.NotFound = func(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusNotFound, "invalid_request_error", "unknown_url",
 			"Unknown request URL: "+string(ctx.Method())+" "+string(ctx.Path()))
@@ -194,9 +210,20 @@ func (w *Worker) closeWhenDraining(h fasthttp.RequestHandler) fasthttp.RequestHa
 // connections idle for the whole grace are closed unasked, the same race as IdleTimeout.
 func (w *Worker) Shutdown(ctx context.Context) error {
 	w.draining.Store(true)
-	select {
-	case <-ctx.Done():
-	case <-time.After(drainGrace):
+	// The grace ends early once no connection is open: nothing can race then.
+	grace := time.NewTimer(drainGrace)
+	defer grace.Stop()
+	poll := time.NewTicker(10 * time.Millisecond)
+	defer poll.Stop()
+wait:
+	for w.server.GetOpenConnectionsCount() > 0 {
+		select {
+		case <-ctx.Done():
+			break wait
+		case <-grace.C:
+			break wait
+		case <-poll.C:
+		}
 	}
 	if err := w.server.ShutdownWithContext(ctx); err != nil {
 		return fmt.Errorf("worker: shutdown: %w", err)
@@ -237,12 +264,26 @@ func (w *Worker) refresh(ctx context.Context, force bool) error {
 			w.logger.Debug("api keys reloaded", "count", len(keys))
 		}
 	}
+	if force || g.Health != w.gens.Health {
+		hs, err := w.deps.Store.UpstreamHealths(ctx)
+		if err != nil {
+			return fmt.Errorf("worker: load upstream health: %w", err)
+		}
+		for id, h := range hs {
+			w.book.SetHealthy(id, h.Healthy)
+		}
+		w.gens.Health = g.Health
+	}
 	if force || g.Upstreams != w.gens.Upstreams {
 		ups, err := w.deps.Store.ListUpstreams(ctx)
 		if err != nil {
 			return fmt.Errorf("worker: load upstreams: %w", err)
 		}
-		w.routes.Store(buildTable(ups, w.deps.Routing.Strategy))
+		routes, err := w.deps.Store.Routes(ctx)
+		if err != nil {
+			return fmt.Errorf("worker: load routes: %w", err)
+		}
+		w.routes.Store(buildTable(ups, routes, w.deps.Routing.Strategy, w.book))
 		w.gens.Upstreams = g.Upstreams
 		if !force {
 			w.logger.Debug("routing table reloaded", "upstreams", len(ups))
@@ -252,7 +293,7 @@ func (w *Worker) refresh(ctx context.Context, force bool) error {
 	return nil
 }
 
-func buildTable(ups []store.Upstream, strategy string) *routing.Table {
+func buildTable(ups []store.Upstream, routes []store.Route, strategy string, book *routing.Book) *routing.Table {
 	var deps []*routing.Deployment
 	for _, u := range ups {
 		if !u.Enabled {
@@ -272,10 +313,16 @@ func buildTable(ups []store.Upstream, strategy string) *routing.Table {
 				PublicModel:   d.PublicModel,
 				UpstreamModel: d.UpstreamModel,
 				Weight:        weight * max(u.Weight, 0),
+				Priority:      d.Priority,
+				MaxConcurrent: d.MaxConcurrent,
 			})
 		}
 	}
-	return routing.NewTable(deps, strategy)
+	rs := make(map[string]routing.Route, len(routes))
+	for _, r := range routes {
+		rs[r.Model] = routing.Route{Strategy: r.Strategy, Fallbacks: r.Fallbacks}
+	}
+	return routing.NewTable(deps, strategy, routing.WithBook(book), routing.WithRoutes(rs))
 }
 
 func (w *Worker) health(ctx *fasthttp.RequestCtx) {

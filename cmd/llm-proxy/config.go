@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/store"
 	"github.com/llm-proxy/llm-proxy/supervisor"
 	"github.com/llm-proxy/llm-proxy/worker"
+	"github.com/llm-proxy/llm-proxy/worker/admin"
 )
 
 // envPrefix is prepended (with "_") to every tag name: LLM_PROXY_PORT, LLM_PROXY_WORKERS, ...
@@ -530,4 +532,75 @@ Environment (priority: environment > settings table in the database > default):
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", v.Key(), def, v.Desc)
 	}
 	return tw.Flush()
+}
+
+// adminSettings is the admin's view of the configuration (admin.Settings): every variable
+// resolved from the environment, the settings table and the defaults, as loadConfig does.
+type adminSettings struct {
+	st     *store.Store
+	lookup lookupFunc
+}
+
+// maskedVars are shown as "set"/"" in the admin, never their value.
+var maskedVars = map[string]bool{"SECRET_KEY": true, "DEFAULT_ADMIN_PASSWORD": true}
+
+// List implements admin.Settings.
+func (a adminSettings) List(ctx context.Context) ([]admin.Setting, error) {
+	rows, err := a.st.Settings(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &Config{sources: make(map[string]string)}
+	vars := variables(cfg)
+	if err := resolve(vars, a.lookup, normalizeSettings(rows), cfg.sources); err != nil {
+		return nil, err
+	}
+	cfg.finish()
+	seen := make(map[string]bool)
+	out := make([]admin.Setting, 0, len(vars))
+	for _, v := range vars {
+		if seen[v.Name] {
+			continue // SHUTDOWN_TIMEOUT is in two package configs and is one variable
+		}
+		seen[v.Name] = true
+		src := cfg.sources[v.Name]
+		s := admin.Setting{Name: v.Name, Value: settingValue(v.field), Default: v.Default, Source: src, Description: v.Desc,
+			ReadOnly: src == SourceEnv || notFromDB[v.Name]}
+		if maskedVars[v.Name] {
+			s.Secret = true
+			if s.Value != "" {
+				s.Value = "(set)"
+			}
+			if s.Default != "" {
+				s.Default = "(set)"
+			}
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// Validate implements admin.Settings: the stored settings with set applied and del removed
+// must load.
+func (a adminSettings) Validate(ctx context.Context, set map[string]string, del []string) error {
+	rows, err := a.st.Settings(ctx)
+	if err != nil {
+		return err
+	}
+	next := normalizeSettings(rows)
+	for _, k := range del {
+		delete(next, k)
+	}
+	for k, v := range set {
+		next[k] = v
+	}
+	_, err = loadConfig(a.lookup, next)
+	return err
+}
+
+func settingValue(f reflect.Value) string {
+	if s, ok := f.Interface().([]string); ok {
+		return strings.Join(s, ",")
+	}
+	return formatValue(f)
 }

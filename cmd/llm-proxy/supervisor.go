@@ -17,6 +17,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/store"
 	"github.com/llm-proxy/llm-proxy/store/secret"
 	"github.com/llm-proxy/llm-proxy/supervisor"
+	"github.com/llm-proxy/llm-proxy/worker/admin"
 )
 
 // openAIBaseURL is where the quick-start upstream points.
@@ -200,7 +201,33 @@ func prepare(ctx context.Context, cfg *Config, openAIKey string, logger hclog.Lo
 		st.Close()
 		return nil, nil, err
 	}
+	if err := ensureFirstAdmin(ctx, st, cfg, logger); err != nil {
+		st.Close()
+		return nil, nil, err
+	}
 	return st, cfg, nil
+}
+
+// ensureFirstAdmin creates the first admin from LLM_PROXY_DEFAULT_ADMIN_USERNAME/PASSWORD
+// when there is no user, and warns while that account still has the default password
+// (the admin then refuses everything but changing it).
+func ensureFirstAdmin(ctx context.Context, st *store.Store, cfg *Config, logger hclog.Logger) error {
+	created, err := admin.EnsureFirstAdmin(ctx, st, cfg.DefaultAdminUsername, cfg.DefaultAdminPassword)
+	if err != nil {
+		return err
+	}
+	if created {
+		logger.Info("created the first admin account", "username", cfg.DefaultAdminUsername)
+	}
+	def, err := admin.DefaultPasswordInUse(ctx, st, cfg.DefaultAdminUsername, cfg.DefaultAdminPassword)
+	if err != nil {
+		return err
+	}
+	if def {
+		logger.Warn("the admin account still has its default password; sign in to the web admin and change it",
+			"username", cfg.DefaultAdminUsername, "url", "http://"+cfg.Addr()+"/login")
+	}
+	return nil
 }
 
 // reloadConfig reads the settings table and resolves the configuration again.

@@ -20,6 +20,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/store/spool"
 	"github.com/llm-proxy/llm-proxy/supervisor"
 	"github.com/llm-proxy/llm-proxy/worker"
+	"github.com/llm-proxy/llm-proxy/worker/admin"
 )
 
 // spoolFileBytes is the size at which a worker seals its spool file and starts the next, so
@@ -84,8 +85,22 @@ func runWorker(stderr io.Writer) error {
 	coord.AddTask(coordinator.IngestTask(st, cfg.SpoolDir, logger))
 	coord.AddTask(coordinator.RetentionTask(st, cfg.CoordinatorConfig.LogRetentionDays, logger))
 	coord.AddTask(coordinator.CheckpointTask(st, logger))
+	coord.AddTask(admin.RollupTask(st, logger))
+
+	adm, err := admin.New(admin.Deps{
+		Store:      st,
+		Logger:     logger,
+		Settings:   adminSettings{st: st, lookup: os.LookupEnv},
+		SessionTTL: time.Duration(cfg.SessionExpireHours) * time.Hour,
+		Version:    version,
+	})
+	if err != nil {
+		sp.Close()
+		return err
+	}
 
 	w, err := worker.New(ctx, cfg.WorkerConfig, worker.Deps{
+		Admin:    adm,
 		Store:    st,
 		Spool:    sp,
 		Logger:   logger,

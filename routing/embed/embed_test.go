@@ -74,9 +74,10 @@ func TestLexicalSimilarity(t *testing.T) {
 			t.Errorf("cos(%q, %q) = %.3f, want in [%.2f, %.2f]", tt.a, tt.b, got, tt.min, tt.max)
 		}
 	}
-	// Word order shows through bigrams: swapped is similar but not identical.
-	if got := cosine(t, e, "convert python to java", "convert java to python"); got > 0.95 || got < 0.5 {
-		t.Errorf("swapped order cosine = %.3f, want in [0.5, 0.95]", got)
+	// Word order shows through bigrams, weakly on purpose (paraphrases reorder words; the
+	// cache's guard catches swapped directions): similar but not identical.
+	if got := cosine(t, e, "convert python to java", "convert java to python"); got > 0.99 || got < 0.5 {
+		t.Errorf("swapped order cosine = %.3f, want in [0.5, 0.99]", got)
 	}
 }
 
@@ -195,10 +196,15 @@ func TestOpenAIClient(t *testing.T) {
 func TestOpenAIClientErrors(t *testing.T) {
 	srv4, _, _ := fakeEmbeddings(t, 4, http.StatusOK)
 	srv503, _, _ := fakeEmbeddings(t, 4, http.StatusServiceUnavailable)
+	stop := make(chan struct{})
 	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		<-r.Context().Done()
+		select {
+		case <-r.Context().Done():
+		case <-stop:
+		}
 	}))
 	t.Cleanup(hang.Close)
+	t.Cleanup(func() { close(stop) }) // runs first: Close waits for handlers
 
 	tests := []struct {
 		name    string

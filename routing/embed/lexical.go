@@ -16,9 +16,9 @@ const LexicalDim = 1024
 // are weighted down rather than dropped: "how" vs "why" still matters a little.
 const (
 	weightUnigram  = 1.0
-	weightBigram   = 0.6
-	weightCharGram = 0.9 // per word, spread over its n-grams
-	weightStop     = 0.15
+	weightBigram   = 0.3
+	weightCharGram = 1.5 // per word, spread over its n-grams
+	weightStop     = 0.1
 	maxCharWord    = 48 // longer words (hashes, base64) get unigram features only
 )
 

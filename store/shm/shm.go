@@ -384,6 +384,19 @@ func (s *Slot) CompareAndSwap(i int, old, new int64) bool {
 	return atomic.CompareAndSwapInt64(&s.c[i], old, new)
 }
 
+// Counter returns counter i of s as a single counter (Add returns the new total), the
+// shape a round-robin position needs.
+func (s *Slot) Counter(i int) SlotCounter { return SlotCounter{p: &s.c[i]} }
+
+// SlotCounter is one counter of a Slot.
+type SlotCounter struct{ p *int64 }
+
+// Add adds delta and returns the new value.
+func (c SlotCounter) Add(delta int64) int64 { return atomic.AddInt64(c.p, delta) }
+
+// Load returns the value.
+func (c SlotCounter) Load() int64 { return atomic.LoadInt64(c.p) }
+
 // Gauge is a crash-safe shared count, such as requests in flight: each process adds to
 // its own column and the value is the sum over live processes, so the share of a process
 // that dies is dropped by Reap instead of leaking forever.

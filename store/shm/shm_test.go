@@ -186,6 +186,10 @@ func TestReopenKeepsCounters(t *testing.T) {
 	if got := s2.Load(1); got != 9 {
 		t.Errorf("Load after Store = %d, want 9", got)
 	}
+	c := s2.Counter(1)
+	if got := c.Add(1); got != 10 || c.Load() != 10 || s2.Load(1) != 10 {
+		t.Errorf("Counter(1).Add(1) = %d, Load = %d; want 10 on the same word", got, c.Load())
+	}
 	if got, want := r2.Names(), []string{"rpm:key:1"}; len(got) != 1 || got[0] != want[0] {
 		t.Errorf("Names() = %q, want %q", got, want)
 	}

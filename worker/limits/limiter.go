@@ -9,7 +9,6 @@
 package limits
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -237,13 +236,13 @@ func (l *Limiter) Admit(subject Subject, lim Limits, est Estimate) (Ticket, Deci
 		t.period = lim.Period
 		tag := periodTag(lim.Period, now)
 		if lim.BudgetMicro > 0 {
-			if _, ok := st.resMicro.AddIfAtMost(t.estMicro, lim.BudgetMicro-st.spent(spendMicro, tag)); !ok {
+			if !reserve(st.resMicro, t.estMicro, lim.BudgetMicro, st, spendMicro, tag) {
 				return l.refuse(&t, &d, ReasonBudget, periodEnd(lim.Period, now))
 			}
 			t.flags |= tkBudgetMicro
 		}
 		if lim.BudgetTok > 0 {
-			if _, ok := st.resTok.AddIfAtMost(t.estTokens, lim.BudgetTok-st.spent(spendTokens, tag)); !ok {
+			if !reserve(st.resTok, t.estTokens, lim.BudgetTok, st, spendTokens, tag) {
 				return l.refuse(&t, &d, ReasonTokenBudget, periodEnd(lim.Period, now))
 			}
 			t.flags |= tkBudgetTok
@@ -281,7 +280,7 @@ func (l *Limiter) Admit(subject Subject, lim Limits, est Estimate) (Ticket, Deci
 
 // refuse undoes what t holds so far and fills in the refusal.
 func (l *Limiter) refuse(t *Ticket, d *Decision, r Reason, retry time.Duration) (Ticket, Decision) {
-	l.release(t, t.estTokens, 0, false)
+	l.release(t, 0, 0, false) // hands back the whole TPM estimate
 	d.Allowed, d.Reason, d.RetryAfter = false, r, retry
 	*t = Ticket{}
 	return *t, *d
@@ -343,6 +342,3 @@ func (l *Limiter) Usage(subject Subject, lim Limits) (requests, tokens Quota, er
 
 // FailOpen counts requests admitted unchecked because the shared table was full.
 func (l *Limiter) FailOpen() int64 { return l.failOpen.Load() }
-
-// ErrNoSubject is returned for the zero Subject.
-var ErrNoSubject = errors.New("limits: no subject")

@@ -111,7 +111,7 @@ var (
 
 type timeoutError struct{}
 
-func (timeoutError) Error() string   { return "timeout awaiting response headers" }
+func (timeoutError) Error() string   { return "timeout awaiting the upstream response" }
 func (timeoutError) Timeout() bool   { return true }
 func (timeoutError) Temporary() bool { return true }
 
@@ -135,8 +135,12 @@ type Error struct {
 func (e *Error) Error() string { return "upstream: " + e.Op + " " + e.Addr + ": " + e.Err.Error() }
 func (e *Error) Unwrap() error { return e.Err }
 
-// Is makes errors.Is(err, ErrDial) true for connect failures.
-func (e *Error) Is(target error) bool { return target == ErrDial && e.Op == OpDial }
+// Is makes errors.Is(err, ErrDial) true for connect failures, but not for a
+// context that ended while connecting or waiting for a connection.
+func (e *Error) Is(target error) bool {
+	return target == ErrDial && e.Op == OpDial &&
+		!errors.Is(e.Err, context.Canceled) && !errors.Is(e.Err, context.DeadlineExceeded)
+}
 
 // Timeout reports whether the failure was a timeout.
 func (e *Error) Timeout() bool {
@@ -168,7 +172,17 @@ type Client struct {
 	reapMu    sync.Mutex
 	reapTimer *time.Timer
 	reapArmed bool
+
+	retries atomic.Int64
+
+	// now tells idle ages; tests replace it to age connections without
+	// sleeping. Socket deadlines always use the real clock.
+	now func() time.Time
 }
+
+// Retries returns how many requests were sent a second time after a stale
+// keep-alive connection (see shouldRetry); a number worth exporting as a metric.
+func (c *Client) Retries() int64 { return c.retries.Load() }
 
 // New returns a Client with cfg's zero fields set to their defaults.
 func New(cfg Config) *Client {
@@ -177,6 +191,7 @@ func New(cfg Config) *Client {
 		cfg:         cfg,
 		dialer:      net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second},
 		tlsSessions: tls.NewLRUClientSessionCache(256),
+		now:         time.Now,
 	}
 	m := map[string]*hostPool{}
 	c.pools.Store(&m)
@@ -229,10 +244,12 @@ func (c *Client) Do(ctx context.Context, req *fasthttp.Request, resp *fasthttp.R
 		if err == nil {
 			return s, nil
 		}
-		if !retry || fresh {
+		if !retry || fresh || req.IsBodyStream() {
+			// A body stream was consumed by the first attempt.
 			return nil, err
 		}
 		// One retry, on a connection dialled for it: see shouldRetry.
+		c.retries.Add(1)
 		fresh = true
 	}
 }
@@ -322,7 +339,7 @@ func (c *Client) dial(ctx context.Context, p *hostPool) (*conn, error) {
 		tc := tls.Client(nc, p.tls)
 		// The handshake honours ctx the same way requests do: AfterFunc closes
 		// the socket (tls.Conn.HandshakeContext would start a goroutine).
-		stop := func() bool { return true }
+		stop := noStop
 		if ctx.Done() != nil {
 			stop = context.AfterFunc(ctx, cn.abortFn)
 		}

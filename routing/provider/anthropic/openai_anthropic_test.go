@@ -353,3 +353,15 @@ func FuzzStreamEvent(f *testing.F) {
 		_, _, _, _ = (&Translator{}).StreamEvent(event, data)
 	})
 }
+
+func BenchmarkStreamEventTextDelta(b *testing.B) {
+	tr := &Translator{}
+	_, _, _, _ = tr.StreamEvent(nil, []byte(`{"type":"message_start","message":{"id":"msg_1","model":"claude","usage":{"input_tokens":10}}}`))
+	data := []byte(`{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello there, how are you"}}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, _, err := tr.StreamEvent([]byte("content_block_delta"), data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

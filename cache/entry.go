@@ -1,0 +1,94 @@
+package cache
+
+import (
+	"encoding/binary"
+	"errors"
+	"time"
+)
+
+// Entry is one cached answer: the complete non-stream response body (a chat.completion,
+// text_completion or embeddings list JSON) and what the request record needs to report it.
+type Entry struct {
+	Body             []byte
+	Model            string // the model after alias resolution
+	Namespace        string // whose entry it is ("" when shared); purges can select by it
+	PromptTokens     int    // the original answer's usage, reported again on every hit
+	CompletionTokens int
+	Created          time.Time // when the upstream answered
+	Expires          time.Time // Created + TTL
+}
+
+// TTL returns the entry's lifetime.
+func (e Entry) TTL() time.Duration { return e.Expires.Sub(e.Created) }
+
+// Fresh reports whether e may still be served at now.
+func (e Entry) Fresh(now time.Time) bool { return now.Before(e.Expires) }
+
+// entryVersion leads every encoded entry; a worker of a newer build that changes the layout
+// bumps it and treats the old layout as a miss.
+const entryVersion = 1
+
+var errBadEntry = errors.New("cache: malformed L1 entry")
+
+// appendEntry encodes e as: version, created (unix ms), expires (unix ms), prompt tokens,
+// completion tokens, model and namespace (length-prefixed), body (the rest). Varints keep the header
+// under 30 bytes for a typical entry.
+func appendEntry(dst []byte, e Entry) []byte {
+	dst = append(dst, entryVersion)
+	dst = binary.AppendVarint(dst, e.Created.UnixMilli())
+	dst = binary.AppendVarint(dst, e.Expires.UnixMilli())
+	dst = binary.AppendUvarint(dst, uint64(max(e.PromptTokens, 0)))
+	dst = binary.AppendUvarint(dst, uint64(max(e.CompletionTokens, 0)))
+	dst = binary.AppendUvarint(dst, uint64(len(e.Model)))
+	dst = append(dst, e.Model...)
+	dst = binary.AppendUvarint(dst, uint64(len(e.Namespace)))
+	dst = append(dst, e.Namespace...)
+	return append(dst, e.Body...)
+}
+
+// decodeEntry parses b; Body aliases b, so b must be the caller's own copy.
+func decodeEntry(b []byte) (Entry, error) {
+	if len(b) == 0 || b[0] != entryVersion {
+		return Entry{}, errBadEntry
+	}
+	b = b[1:]
+	var vals [5]uint64
+	for i := range vals {
+		var n int
+		if i < 2 {
+			var v int64
+			v, n = binary.Varint(b)
+			vals[i] = uint64(v)
+		} else {
+			vals[i], n = binary.Uvarint(b)
+		}
+		if n <= 0 {
+			return Entry{}, errBadEntry
+		}
+		b = b[n:]
+	}
+	mlen := vals[4]
+	if mlen > uint64(len(b)) {
+		return Entry{}, errBadEntry
+	}
+	model := string(b[:mlen])
+	b = b[mlen:]
+	nlen, n := binary.Uvarint(b)
+	if n <= 0 || nlen > uint64(len(b)-n) {
+		return Entry{}, errBadEntry
+	}
+	b = b[n:]
+	var ns string
+	if nlen > 0 {
+		ns = string(b[:nlen])
+	}
+	return Entry{
+		Created:          time.UnixMilli(int64(vals[0])),
+		Expires:          time.UnixMilli(int64(vals[1])),
+		PromptTokens:     int(vals[2]),
+		CompletionTokens: int(vals[3]),
+		Model:            model,
+		Namespace:        ns,
+		Body:             b[nlen:],
+	}, nil
+}

@@ -1,0 +1,77 @@
+package cache
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/coocood/freecache"
+)
+
+// L1 is the per-process tier: freecache, so millions of entries cost the garbage collector
+// nothing (the data lives in a few large byte slices, not in pointers). Entries larger than
+// 1/1024 of its size are not kept (freecache's limit); they are still served from L2.
+type L1 struct {
+	fc *freecache.Cache
+	// bufs recycles encode buffers: a Set copies the bytes into freecache at once.
+	bufs sync.Pool
+}
+
+// minL1Bytes is freecache's own floor (512 KiB).
+const minL1Bytes = 512 * 1024
+
+// NewL1 returns an L1 of about mb mebibytes (at least 512 KiB).
+func NewL1(mb int) *L1 {
+	size := max(mb*1024*1024, minL1Bytes)
+	return &L1{fc: freecache.NewCache(size), bufs: sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}}
+}
+
+// Get returns the entry of k if present and fresh at now. The entry's Body is its own copy.
+func (l *L1) Get(k Key, now time.Time) (Entry, bool) {
+	v, err := l.fc.Get(k[:])
+	if err != nil {
+		return Entry{}, false
+	}
+	e, err := decodeEntry(v)
+	if err != nil || !e.Fresh(now) {
+		return Entry{}, false
+	}
+	return e, true
+}
+
+// Set stores e under k until e.Expires (as seen at now). An entry already expired, or one
+// too large for this cache, is not stored; the latter returns ErrTooLarge.
+func (l *L1) Set(k Key, e Entry, now time.Time) error {
+	ttl := e.Expires.Sub(now)
+	if ttl <= 0 {
+		return nil
+	}
+	secs := int((ttl + time.Second - 1) / time.Second) // freecache counts whole seconds; Get checks the exact time
+	bp := l.bufs.Get().(*[]byte)
+	buf := appendEntry((*bp)[:0], e)
+	err := l.fc.Set(k[:], buf, secs)
+	if cap(buf) <= 1<<20 { // do not pin a rare huge buffer in the pool
+		*bp = buf
+		l.bufs.Put(bp)
+	}
+	if errors.Is(err, freecache.ErrLargeEntry) {
+		return ErrTooLarge
+	}
+	if err != nil {
+		return fmt.Errorf("cache: l1 set: %w", err)
+	}
+	return nil
+}
+
+// ErrTooLarge means an entry exceeds what L1 can hold; it is served from L2 instead.
+var ErrTooLarge = errors.New("cache: entry too large for L1")
+
+// Delete removes k; false if it was not there.
+func (l *L1) Delete(k Key) bool { return l.fc.Del(k[:]) }
+
+// Clear drops every entry (a purge elsewhere bumped the cache generation).
+func (l *L1) Clear() { l.fc.Clear() }
+
+// Len returns the number of entries, expired ones not yet overwritten included.
+func (l *L1) Len() int64 { return l.fc.EntryCount() }

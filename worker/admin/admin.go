@@ -1,0 +1,272 @@
+// Package admin is the web admin and its JSON API: users and sessions, CSRF protection,
+// client keys, admin API tokens, upstreams, request logs, settings, statistics and
+// workers, plus the server-rendered pages (html/template with Alpine.js and uPlot from
+// the embedded static folder). The worker mounts it with Register.
+package admin
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/alexedwards/argon2id"
+	"github.com/fasthttp/router"
+	"github.com/hashicorp/go-hclog"
+	"github.com/valyala/fasthttp"
+
+	"github.com/llm-proxy/llm-proxy/store"
+)
+
+// Setting is one configuration variable as the admin shows it.
+type Setting struct {
+	Name        string `json:"name"` // without the LLM_PROXY_ prefix, the settings table's key
+	Value       string `json:"value"`
+	Default     string `json:"default"`
+	Source      string `json:"source"` // "env", "db" or "default"
+	Description string `json:"description"`
+	// ReadOnly is true when the environment overrides the variable (the environment wins,
+	// so a stored value would do nothing) or when it can never come from the database.
+	ReadOnly bool `json:"read_only"`
+	Secret   bool `json:"secret,omitempty"` // Value is masked
+}
+
+// Settings gives the admin the live configuration; cmd/llm-proxy implements it, because
+// only it knows every package's Config and the environment-over-database rule.
+type Settings interface {
+	// List resolves every variable from the environment, the settings table and defaults.
+	List(ctx context.Context) ([]Setting, error)
+	// Validate checks that the configuration with set applied (and del reverted to
+	// defaults) is valid; the error names the first bad variable.
+	Validate(ctx context.Context, set map[string]string, del []string) error
+}
+
+// Deps are the admin's collaborators.
+type Deps struct {
+	Store  *store.Store
+	Logger hclog.Logger // nil discards
+	// Settings backs /api/settings; nil answers 503 there.
+	Settings Settings
+	// SessionTTL is how long a login lasts (LLM_PROXY_SESSION_EXPIRE_HOURS). Required.
+	SessionTTL time.Duration
+	// Version is shown in the page footer.
+	Version string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// HashParams are the argon2id parameters of new password hashes; nil means
+	// argon2id.DefaultParams (64 MiB, 1 pass, 2 lanes). Tests pass cheaper ones.
+	HashParams *argon2id.Params
+	// UpstreamClient performs upstream connection tests; nil uses a plain client. The
+	// test's own 5 s timeout applies either way.
+	UpstreamClient *http.Client
+}
+
+// Login throttling: failures per username and per client address within the window.
+const (
+	loginWindow      = 15 * time.Minute
+	loginLimitUser   = 10
+	loginLimitIP     = 30
+	minPasswordLen   = 12
+	maxPasswordLen   = 1024 // argon2 takes any length; this only bounds the work per request
+	sessionCookie    = "llm_proxy_session"
+	upstreamTestTime = 5 * time.Second
+	apiTimeout       = 5 * time.Second
+)
+
+// Admin serves the admin pages and API.
+type Admin struct {
+	st       *store.Store
+	logger   hclog.Logger
+	settings Settings
+	ttl      time.Duration
+	version  string
+	now      func() time.Time
+	params   *argon2id.Params
+	client   *http.Client
+	// dummyHash is compared against for unknown users, so a login for a name that does
+	// not exist costs the same argon2id work as a wrong password.
+	dummyHash string
+	pages     *pageSet
+	routes    []route
+}
+
+// New builds the admin. It hashes one random password (the dummy for unknown users).
+func New(deps Deps) (*Admin, error) {
+	if deps.Store == nil {
+		return nil, errors.New("admin: store is required")
+	}
+	if deps.SessionTTL <= 0 {
+		return nil, errors.New("admin: session lifetime must be positive")
+	}
+	a := &Admin{
+		st: deps.Store, logger: deps.Logger, settings: deps.Settings, ttl: deps.SessionTTL,
+		version: deps.Version, now: deps.Now, params: deps.HashParams, client: deps.UpstreamClient,
+	}
+	if a.logger == nil {
+		a.logger = hclog.NewNullLogger()
+	}
+	a.logger = a.logger.Named("admin")
+	if a.now == nil {
+		a.now = time.Now
+	}
+	if a.params == nil {
+		a.params = argon2id.DefaultParams
+	}
+	if a.client == nil {
+		a.client = &http.Client{}
+	}
+	var dummy [16]byte
+	if _, err := rand.Read(dummy[:]); err != nil {
+		return nil, fmt.Errorf("admin: dummy password: %w", err)
+	}
+	h, err := argon2id.CreateHash(string(dummy[:]), a.params)
+	if err != nil {
+		return nil, fmt.Errorf("admin: dummy hash: %w", err)
+	}
+	a.dummyHash = h
+	if a.pages, err = loadPages(); err != nil {
+		return nil, err
+	}
+	a.routes = a.routeTable()
+	return a, nil
+}
+
+// HashPassword hashes a password with argon2id (params nil: the defaults). The supervisor
+// uses it for the first admin.
+func HashPassword(password string, params *argon2id.Params) (string, error) {
+	if params == nil {
+		params = argon2id.DefaultParams
+	}
+	h, err := argon2id.CreateHash(password, params)
+	if err != nil {
+		return "", fmt.Errorf("admin: hash password: %w", err)
+	}
+	return h, nil
+}
+
+// EnsureFirstAdmin creates the first admin (username, password; must change it at first
+// login) when there is no user. It reports whether it created one.
+func EnsureFirstAdmin(ctx context.Context, st *store.Store, username, password string) (bool, error) {
+	users, err := st.ListUsers(ctx)
+	if err != nil {
+		return false, err
+	}
+	if len(users) > 0 {
+		return false, nil
+	}
+	h, err := HashPassword(password, nil)
+	if err != nil {
+		return false, err
+	}
+	return st.EnsureFirstAdmin(ctx, username, h)
+}
+
+// DefaultPasswordInUse reports whether username still logs in with password, i.e. the
+// first admin's default was never changed (the supervisor warns about it at start).
+func DefaultPasswordInUse(ctx context.Context, st *store.Store, username, password string) (bool, error) {
+	u, err := st.UserByName(ctx, username)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	ok, err := argon2id.ComparePasswordAndHash(password, u.PasswordHash)
+	if err != nil {
+		return false, fmt.Errorf("admin: check default password: %w", err)
+	}
+	return ok, nil
+}
+
+// access is who may call a route.
+type access int
+
+const (
+	public      access = iota // anyone; no session looked up
+	signedIn                  // any signed-in user, even one who must change their password
+	member                    // any role, once the password is changed
+	adminOnly                 // role admin, once the password is changed
+	anyIfSigned               // public, but the session (if any) is loaded (the help page)
+)
+
+// route is one entry of the route table. Register mounts exactly these, and the CSRF
+// test walks the same table, so no mutating route can be added without its check.
+type route struct {
+	method string
+	path   string
+	access access
+	page   bool // HTML: a refused request redirects to /login instead of answering JSON
+	h      func(c *call)
+}
+
+// mutating reports whether the route changes state, so needs CSRF protection when the
+// caller authenticated with the session cookie.
+func (r route) mutating() bool {
+	switch r.method {
+	case fasthttp.MethodGet, fasthttp.MethodHead, fasthttp.MethodOptions:
+		return false
+	}
+	return true
+}
+
+// Register mounts every admin page and API route on r.
+func (a *Admin) Register(r *router.Router) {
+	for _, rt := range a.routes {
+		r.Handle(rt.method, rt.path, a.wrap(rt))
+	}
+}
+
+func (a *Admin) routeTable() []route {
+	return []route{
+		// Auth.
+		{method: "POST", path: "/api/auth/login", access: public, h: a.login},
+		{method: "GET", path: "/api/auth/me", access: signedIn, h: a.me},
+		{method: "POST", path: "/api/auth/password", access: signedIn, h: a.changePassword},
+		{method: "POST", path: "/api/auth/logout", access: signedIn, h: a.logout},
+		// Users.
+		{method: "GET", path: "/api/users", access: adminOnly, h: a.listUsers},
+		{method: "POST", path: "/api/users", access: adminOnly, h: a.createUser},
+		{method: "PUT", path: "/api/users/{id}", access: adminOnly, h: a.updateUser},
+		{method: "DELETE", path: "/api/users/{id}", access: adminOnly, h: a.deleteUser},
+		// Client API keys (a user sees their own).
+		{method: "GET", path: "/api/apikeys", access: member, h: a.listKeys},
+		{method: "POST", path: "/api/apikeys", access: member, h: a.createKey},
+		{method: "PUT", path: "/api/apikeys/{id}", access: member, h: a.updateKey},
+		{method: "DELETE", path: "/api/apikeys/{id}", access: member, h: a.revokeKey},
+		// Admin API tokens.
+		{method: "GET", path: "/api/tokens", access: adminOnly, h: a.listTokens},
+		{method: "POST", path: "/api/tokens", access: adminOnly, h: a.createToken},
+		{method: "DELETE", path: "/api/tokens/{id}", access: adminOnly, h: a.deleteToken},
+		// Request logs (a user sees their own).
+		{method: "GET", path: "/api/logs", access: member, h: a.listLogs},
+		{method: "GET", path: "/api/logs/{id}", access: member, h: a.getLog},
+		{method: "DELETE", path: "/api/logs", access: member, h: a.deleteLogs},
+		// Upstreams.
+		{method: "GET", path: "/api/upstreams", access: adminOnly, h: a.listUpstreams},
+		{method: "POST", path: "/api/upstreams", access: adminOnly, h: a.createUpstream},
+		{method: "PUT", path: "/api/upstreams/{id}", access: adminOnly, h: a.updateUpstream},
+		{method: "DELETE", path: "/api/upstreams/{id}", access: adminOnly, h: a.deleteUpstream},
+		{method: "POST", path: "/api/upstreams/{id}/test", access: adminOnly, h: a.testUpstream},
+		// Settings, statistics, workers.
+		{method: "GET", path: "/api/settings", access: adminOnly, h: a.getSettings},
+		{method: "PUT", path: "/api/settings", access: adminOnly, h: a.putSettings},
+		{method: "GET", path: "/api/stats", access: member, h: a.getStats},
+		{method: "GET", path: "/api/workers", access: adminOnly, h: a.getWorkers},
+		// Pages.
+		{method: "GET", path: "/", access: public, page: true, h: a.root},
+		{method: "GET", path: "/login", access: public, page: true, h: a.loginPage},
+		{method: "GET", path: "/password", access: signedIn, page: true, h: a.passwordPage},
+		{method: "GET", path: "/dashboard", access: member, page: true, h: a.dashboardPage},
+		{method: "GET", path: "/upstreams", access: adminOnly, page: true, h: a.upstreamsPage},
+		{method: "GET", path: "/keys", access: member, page: true, h: a.keysPage},
+		{method: "GET", path: "/users", access: adminOnly, page: true, h: a.usersPage},
+		{method: "GET", path: "/logs", access: member, page: true, h: a.logsPage},
+		{method: "GET", path: "/logs/{id}", access: member, page: true, h: a.logPage},
+		{method: "GET", path: "/workers", access: adminOnly, page: true, h: a.workersPage},
+		{method: "GET", path: "/settings", access: adminOnly, page: true, h: a.settingsPage},
+		{method: "GET", path: "/help", access: anyIfSigned, page: true, h: a.helpPage},
+		{method: "GET", path: "/static/{filepath:*}", access: public, h: a.static},
+	}
+}

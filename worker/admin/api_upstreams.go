@@ -1,0 +1,319 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/llm-proxy/llm-proxy/store"
+)
+
+type deploymentJSON struct {
+	PublicModel   string `json:"public_model"`
+	UpstreamModel string `json:"upstream_model"`
+	Weight        int    `json:"weight"`
+}
+
+type upstreamJSON struct {
+	ID          int64            `json:"id"`
+	Name        string           `json:"name"`
+	Provider    string           `json:"provider"`
+	BaseURL     string           `json:"base_url"`
+	APIKey      string           `json:"api_key"` // masked; "" when none is stored
+	HasAPIKey   bool             `json:"has_api_key"`
+	Weight      int              `json:"weight"`
+	Enabled     bool             `json:"enabled"`
+	CreatedAt   string           `json:"created_at"`
+	Deployments []deploymentJSON `json:"deployments"`
+}
+
+// maskSecret shows enough of a provider key to recognise it and never all of it.
+func maskSecret(k string) string {
+	switch {
+	case k == "":
+		return ""
+	case len(k) <= 12:
+		return "…" + strings.Repeat("*", 4)
+	}
+	return k[:4] + "…" + k[len(k)-4:]
+}
+
+func toUpstreamJSON(u store.Upstream) upstreamJSON {
+	out := upstreamJSON{ID: u.ID, Name: u.Name, Provider: u.Provider, BaseURL: u.BaseURL, APIKey: maskSecret(u.APIKey),
+		HasAPIKey: u.APIKey != "", Weight: u.Weight, Enabled: u.Enabled, CreatedAt: u.CreatedAt.UTC().Format(time.RFC3339),
+		Deployments: []deploymentJSON{}}
+	for _, d := range u.Deployments {
+		out.Deployments = append(out.Deployments, deploymentJSON{PublicModel: d.PublicModel, UpstreamModel: d.UpstreamModel, Weight: d.Weight})
+	}
+	return out
+}
+
+func (a *Admin) listUpstreams(c *call) {
+	ups, err := a.st.ListUpstreams(c.ctx)
+	if err != nil {
+		c.internal(err, a.logger)
+		return
+	}
+	out := make([]upstreamJSON, 0, len(ups))
+	for _, u := range ups {
+		out = append(out, toUpstreamJSON(u))
+	}
+	c.json(fasthttp.StatusOK, map[string]any{"data": out})
+}
+
+// upstreamRequest is the body of POST and PUT /api/upstreams.
+type upstreamRequest struct {
+	Name        string            `json:"name"`
+	Provider    string            `json:"provider"`
+	BaseURL     string            `json:"base_url"`
+	APIKey      *string           `json:"api_key"` // PUT: null/absent keeps the stored key, "" removes it
+	Weight      *int              `json:"weight"`  // default 1
+	Enabled     *bool             `json:"enabled"` // default true
+	Models      []string          `json:"models"`  // shorthand: public names served under the same name
+	Deployments []*deploymentJSON `json:"deployments"`
+}
+
+var (
+	nameRE     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$`)
+	providerRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
+)
+
+// toUpstream validates req; without models or deployments every model passes through.
+func (req *upstreamRequest) toUpstream(v *validation) store.Upstream {
+	u := store.Upstream{Name: strings.TrimSpace(req.Name), Provider: strings.TrimSpace(req.Provider),
+		BaseURL: strings.TrimRight(strings.TrimSpace(req.BaseURL), "/"), Weight: 1, Enabled: true}
+	if !nameRE.MatchString(u.Name) {
+		v.add("name", "name must be 1 to 100 letters, digits, '.', '_' or '-'.")
+	}
+	if u.Provider == "" {
+		u.Provider = "openai"
+	} else if !providerRE.MatchString(u.Provider) {
+		v.add("provider", "provider must be a lower-case adapter name such as openai.")
+	}
+	if p, err := url.Parse(u.BaseURL); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+		v.add("base_url", "base_url must be an http:// or https:// URL, such as https://api.openai.com/v1.")
+	}
+	if req.Weight != nil {
+		if *req.Weight < 0 || *req.Weight > 1000 {
+			v.add("weight", "weight must be from 0 to 1000.")
+		}
+		u.Weight = *req.Weight
+	}
+	if req.Enabled != nil {
+		u.Enabled = *req.Enabled
+	}
+	if req.APIKey != nil {
+		u.APIKey = strings.TrimSpace(*req.APIKey)
+	}
+	seen := map[string]bool{}
+	addDep := func(d store.Deployment) {
+		switch {
+		case d.PublicModel == "" || len(d.PublicModel) > 200 || strings.Contains(d.PublicModel, ","):
+			v.add("deployments", "Every deployment needs a public_model of at most 200 characters without commas.")
+		case seen[d.PublicModel]:
+			v.add("deployments", "The model "+d.PublicModel+" is listed twice.")
+		case d.Weight < 0 || d.Weight > 1000:
+			v.add("deployments", "Deployment weights must be from 0 to 1000.")
+		case d.PublicModel == store.AnyModel && d.UpstreamModel != "":
+			v.add("deployments", `The "*" deployment passes model names through and takes no upstream_model.`)
+		}
+		seen[d.PublicModel] = true
+		u.Deployments = append(u.Deployments, d)
+	}
+	for _, m := range req.Models {
+		if m = strings.TrimSpace(m); m != "" {
+			addDep(store.Deployment{PublicModel: m, Weight: 1})
+		}
+	}
+	for _, d := range req.Deployments {
+		if d == nil {
+			continue
+		}
+		w := d.Weight
+		if w == 0 {
+			w = 1
+		}
+		addDep(store.Deployment{PublicModel: strings.TrimSpace(d.PublicModel), UpstreamModel: strings.TrimSpace(d.UpstreamModel), Weight: w})
+	}
+	if len(u.Deployments) == 0 {
+		u.Deployments = []store.Deployment{{PublicModel: store.AnyModel, Weight: 1}}
+	}
+	return u
+}
+
+func (a *Admin) findUpstream(c *call, id int64) (store.Upstream, bool) {
+	ups, err := a.st.ListUpstreams(c.ctx)
+	if err != nil {
+		c.internal(err, a.logger)
+		return store.Upstream{}, false
+	}
+	for _, u := range ups {
+		if u.ID == id {
+			return u, true
+		}
+	}
+	c.notFound("Upstream")
+	return store.Upstream{}, false
+}
+
+func (a *Admin) createUpstream(c *call) {
+	var req upstreamRequest
+	if !c.decode(&req) {
+		return
+	}
+	var v validation
+	u := req.toUpstream(&v)
+	if !v.ok() {
+		c.invalid(&v)
+		return
+	}
+	id, err := a.st.AddUpstream(c.ctx, u)
+	if errors.Is(err, store.ErrExists) {
+		v.add("name", "An upstream named "+u.Name+" already exists.")
+		c.invalid(&v)
+		return
+	}
+	if err != nil {
+		c.internal(err, a.logger)
+		return
+	}
+	a.logger.Info("upstream added", "name", u.Name, "base_url", u.BaseURL, "by", c.user.Username)
+	if out, ok := a.findUpstream(c, id); ok {
+		c.json(fasthttp.StatusCreated, toUpstreamJSON(out))
+	}
+}
+
+func (a *Admin) updateUpstream(c *call) {
+	id, ok := c.pathID()
+	if !ok {
+		return
+	}
+	var req upstreamRequest
+	if !c.decode(&req) {
+		return
+	}
+	var v validation
+	u := req.toUpstream(&v)
+	if !v.ok() {
+		c.invalid(&v)
+		return
+	}
+	err := a.st.UpdateUpstream(c.ctx, id, u, req.APIKey == nil)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		c.notFound("Upstream")
+		return
+	case errors.Is(err, store.ErrExists):
+		v.add("name", "An upstream named "+u.Name+" already exists.")
+		c.invalid(&v)
+		return
+	case err != nil:
+		c.internal(err, a.logger)
+		return
+	}
+	a.logger.Info("upstream updated", "name", u.Name, "by", c.user.Username)
+	if out, ok := a.findUpstream(c, id); ok {
+		c.json(fasthttp.StatusOK, toUpstreamJSON(out))
+	}
+}
+
+func (a *Admin) deleteUpstream(c *call) {
+	id, ok := c.pathID()
+	if !ok {
+		return
+	}
+	err := a.st.RemoveUpstreamByID(c.ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		c.notFound("Upstream")
+	case err != nil:
+		c.internal(err, a.logger)
+	default:
+		a.logger.Info("upstream removed", "id", id, "by", c.user.Username)
+		c.json(fasthttp.StatusOK, map[string]any{"id": id, "deleted": true})
+	}
+}
+
+// testResult is the answer of POST /api/upstreams/{id}/test.
+type testResult struct {
+	OK        bool     `json:"ok"`
+	Status    int      `json:"status"` // upstream HTTP status; 0 when none arrived
+	LatencyMs float64  `json:"latency_ms"`
+	Models    []string `json:"models"` // ids from the upstream's model list (at most 50)
+	Error     string   `json:"error,omitempty"`
+}
+
+// testUpstream calls GET {base_url}/models with the stored key, within 5 s.
+func (a *Admin) testUpstream(c *call) {
+	id, ok := c.pathID()
+	if !ok {
+		return
+	}
+	u, ok := a.findUpstream(c, id)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, upstreamTestTime)
+	defer cancel()
+	c.json(fasthttp.StatusOK, probeModels(ctx, a.client, u))
+}
+
+func probeModels(ctx context.Context, client *http.Client, u store.Upstream) testResult {
+	res := testResult{Models: []string{}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(u.BaseURL, "/")+"/models", nil)
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	if u.APIKey != "" {
+		req.Header.Set("Authorization", "Bearer "+u.APIKey)
+		req.Header.Set("x-api-key", u.APIKey) // Anthropic's header; OpenAI-style servers ignore it
+	}
+	start := time.Now()
+	resp, err := client.Do(req)
+	res.LatencyMs = float64(time.Since(start).Microseconds()) / 1000
+	if err != nil {
+		res.Error = err.Error()
+		if errors.Is(err, context.DeadlineExceeded) {
+			res.Error = fmt.Sprintf("no answer within %s", upstreamTestTime)
+		}
+		return res
+	}
+	defer resp.Body.Close()
+	res.Status = resp.StatusCode
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		res.Error = "read the answer: " + err.Error()
+		return res
+	}
+	if resp.StatusCode != http.StatusOK {
+		res.Error = fmt.Sprintf("the upstream answered %d: %s", resp.StatusCode, truncate(strings.TrimSpace(string(body)), 300))
+		return res
+	}
+	var list struct {
+		Data []struct {
+			ID string `json:"id"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(body, &list); err != nil {
+		res.Error = "the answer is not a model list: " + err.Error()
+		return res
+	}
+	for i, m := range list.Data {
+		if i == 50 {
+			break
+		}
+		res.Models = append(res.Models, m.ID)
+	}
+	res.OK = true
+	return res
+}

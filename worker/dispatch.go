@@ -1,0 +1,479 @@
+package worker
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/bytebufferpool"
+	"github.com/valyala/fasthttp"
+
+	"github.com/llm-proxy/llm-proxy/routing"
+	"github.com/llm-proxy/llm-proxy/routing/provider/openai"
+)
+
+// maxAttemptsPerModel bounds the attempts on one model's deployments before its
+// fallback models are tried.
+const maxAttemptsPerModel = 3
+
+// attempt is one upstream call.
+type attempt struct {
+	dep     *routing.Deployment
+	model   string // the model name sent upstream
+	started time.Time
+	cancel  context.CancelFunc
+
+	resp *http.Response
+	// br reads a successful stream's body; the first bytes were already peeked
+	// within the first-byte timeout.
+	br *bufio.Reader
+	// body holds a complete non-streaming answer.
+	body *bytebufferpool.ByteBuffer
+
+	begun bool // counted in the deployment's in-flight total
+
+	err        error
+	outcome    routing.Outcome
+	retryAfter time.Duration
+	timedOut   atomic.Bool
+}
+
+// ok reports an answer worth relaying as a success.
+func (a *attempt) ok() bool {
+	return a.err == nil && a.resp != nil && a.resp.StatusCode >= 200 && a.resp.StatusCode < 300
+}
+
+// close releases everything the attempt holds; the attempt is not used afterwards.
+func (a *attempt) close() {
+	if a.br != nil {
+		readerPut(a.br)
+		a.br = nil
+	}
+	if a.resp != nil {
+		a.resp.Body.Close()
+	}
+	if a.body != nil {
+		bytebufferpool.Put(a.body)
+		a.body = nil
+	}
+	if a.begun {
+		a.dep.End()
+		a.begun = false
+	}
+	a.cancel()
+}
+
+// dispatch runs the attempt chain for one request: the model's deployments in the
+// strategy's order (at most maxAttemptsPerModel), then each fallback model's,
+// retrying only where routing.Retry allows and the retry budget has room, and
+// relays the first success — or the last failure as the upstream gave it.
+func (w *Worker) dispatch(ctx *fasthttp.RequestCtx, x *exchange, ep endpoint, pool *routing.Pool, body []byte, stream bool) {
+	reqCtx, cancelReq := context.WithCancel(context.Background())
+	watch := watchDisconnect(ctx.Conn(), cancelReq)
+	// The chain deadline bounds the search for an answer, not the answer: it is
+	// stopped once one starts, so a long stream is never cut by it.
+	var chainExpired atomic.Bool
+	chain := time.AfterFunc(w.cfg.RequestTimeout, func() { chainExpired.Store(true); cancelReq() })
+	convKey := conversationKey(ctx, &x.req)
+	table := w.routes.Load()
+	w.budget.Request(w.book.Now())
+
+	var last *attempt
+	n := 0
+	stop := false
+	fallbacks := pool.Fallbacks()
+	for fi := -1; fi < len(fallbacks) && !stop; fi++ {
+		p, public := pool, x.rec.Model
+		if fi >= 0 {
+			public = fallbacks[fi]
+			if p = table.Lookup(public); p == nil {
+				continue
+			}
+		}
+		var exclude uint64
+		for tries := 0; tries < maxAttemptsPerModel; tries++ {
+			now := w.book.Now()
+			d := p.Next(convKey, now, exclude)
+			if d == nil && n == 0 && fi == len(fallbacks)-1 {
+				// Nothing in the whole chain looks available (every upstream failed
+				// its health check, say). Trying beats refusing: checks can be wrong.
+				d = pool.Pick(convKey)
+			}
+			if d == nil {
+				break
+			}
+			exclude |= 1 << uint(d.Index())
+			if n > 0 {
+				if !w.budget.Allow(now) || !sleepCtx(reqCtx, routing.Backoff(n)) {
+					stop = true
+					break
+				}
+			}
+			n++
+			if last != nil {
+				last.close()
+				last = nil
+			}
+			a := w.try(reqCtx, x, ep, d, upstreamModel(d, public), body, stream, watch)
+			w.noteAttempt(x, a)
+			st := d.State()
+			st.Report(w.book.Now(), a.outcome.Failed())
+			if a.outcome.Status == http.StatusTooManyRequests {
+				st.CoolDown(now, max(a.retryAfter, time.Second))
+			}
+			if a.ok() {
+				chain.Stop()
+				w.relay(ctx, x, a, n, stream, cancelReq, watch)
+				return
+			}
+			last = a
+			if retry, _ := routing.Retry(a.outcome); !retry {
+				stop = true
+				break
+			}
+		}
+	}
+	chain.Stop()
+	defer cancelReq()
+	defer watch.stop()
+	if last != nil && chainExpired.Load() && last.resp == nil {
+		last.outcome.Timeout = true
+	}
+	ctx.Response.Header.Set("X-LLM-Proxy-Attempts", strconv.Itoa(n))
+	switch {
+	case last == nil:
+		w.reject(ctx, x, fasthttp.StatusServiceUnavailable, "upstream_error", "no_available_upstream",
+			"No upstream is available for the model '"+x.rec.Model+"'.", classUnreachable)
+	case last.resp != nil:
+		// The upstream's own error answer, status and body, as the client would
+		// have had it without the gateway.
+		defer last.close()
+		w.relayBuffered(ctx, x, last)
+	default:
+		defer last.close()
+		w.upstreamFailed(ctx, x, last)
+	}
+}
+
+// upstreamModel is the model name sent to d for the public model asked for.
+func upstreamModel(d *routing.Deployment, public string) string {
+	if d.UpstreamModel != "" {
+		return d.UpstreamModel
+	}
+	return public
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// try makes one attempt on d. It returns with the response headers read and, for
+// a non-streaming success, the whole body; for a streaming success, the first
+// bytes of the stream already in hand (within FirstByteTimeout). Anything short
+// of that is a failed attempt whose outcome says whether another may follow.
+func (w *Worker) try(reqCtx context.Context, x *exchange, ep endpoint, d *routing.Deployment, model string, body []byte, stream bool, watch *disconnectWatch) *attempt {
+	actx, cancel := context.WithCancel(reqCtx)
+	a := &attempt{dep: d, model: model, started: time.Now(), cancel: cancel}
+	x.body = openai.AppendRewrite(x.body[:0], body, &x.req, model, stream)
+
+	hreq, err := http.NewRequestWithContext(actx, http.MethodPost, d.Upstream.BaseURL+ep.path, bytes.NewReader(x.body))
+	if err != nil {
+		a.err, a.outcome.Transport = err, true
+		return a
+	}
+	hreq.Header = http.Header{
+		"Content-Type": {"application/json"},
+		"User-Agent":   {"llm-proxy/" + w.deps.Version},
+	}
+	if d.Upstream.APIKey != "" {
+		hreq.Header["Authorization"] = []string{"Bearer " + d.Upstream.APIKey}
+	}
+	if stream {
+		hreq.Header["Accept"] = []string{"text/event-stream"}
+	} else {
+		hreq.Header["Accept"] = []string{"application/json"}
+	}
+
+	// In flight until close: a stream occupies the deployment until it ends.
+	d.Begin()
+	a.begun = true
+	resp, err := w.client.Do(hreq)
+	if err != nil {
+		a.fail(err, watch, reqCtx.Err() != nil)
+		return a
+	}
+	a.resp = resp
+	a.outcome.Status = resp.StatusCode
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+		a.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"))
+	}
+	if stream && resp.StatusCode == http.StatusOK && isEventStream(resp.Header.Get("Content-Type")) {
+		// Hold the answer back until its first bytes arrive: until then another
+		// deployment can still take over without the client noticing.
+		t := time.AfterFunc(w.cfg.FirstByteTimeout, func() { a.timedOut.Store(true); cancel() })
+		a.br = readerGet(resp.Body)
+		_, err := a.br.Peek(1)
+		t.Stop()
+		if err != nil {
+			a.fail(err, watch, reqCtx.Err() != nil)
+		}
+		return a
+	}
+	// Buffered: a complete body, or an error body to relay if nothing better comes.
+	a.body = bytebufferpool.Get()
+	if _, err := a.body.ReadFrom(io.LimitReader(resp.Body, maxUpstreamBody)); err != nil {
+		a.fail(err, watch, reqCtx.Err() != nil)
+		return a
+	}
+	return a
+}
+
+// fail classifies an attempt's transport error.
+// chainDone is set when the request's own context ended (the chain deadline, or
+// the client leaving).
+func (a *attempt) fail(err error, watch *disconnectWatch, chainDone bool) {
+	a.err = err
+	var netErr net.Error
+	switch {
+	case watch.gone():
+		a.outcome.ClientGone = true
+	case chainDone || a.timedOut.Load() || errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &netErr) && netErr.Timeout()):
+		a.outcome.Timeout = true
+	default:
+		a.outcome.Transport = true
+	}
+	// The status, if any, no longer describes a usable answer.
+	if a.outcome.Status >= 200 && a.outcome.Status < 300 {
+		a.outcome.Status = 0
+	}
+}
+
+// parseRetryAfter reads a Retry-After header in seconds (RFC 9110 section 10.2.3;
+// the HTTP-date form is rare from APIs and treated as absent).
+func parseRetryAfter(v string) time.Duration {
+	if v == "" {
+		return 0
+	}
+	s, err := strconv.Atoi(v)
+	if err != nil || s < 0 {
+		return 0
+	}
+	return min(time.Duration(s)*time.Second, 10*time.Minute)
+}
+
+// noteAttempt appends the attempt to the request record's attempt list.
+func (w *Worker) noteAttempt(x *exchange, a *attempt) {
+	x.rec.Upstream = a.dep.Upstream.Name
+	x.rec.UpstreamModel = a.model
+	x.rec.AttemptCount++
+	if len(x.attempts) == 0 {
+		x.attempts = append(x.attempts, '[')
+	} else {
+		x.attempts[len(x.attempts)-1] = ','
+	}
+	x.attempts = append(x.attempts, `{"upstream":`...)
+	x.attempts = appendJSONString(x.attempts, a.dep.Upstream.Name)
+	x.attempts = append(x.attempts, `,"model":`...)
+	x.attempts = appendJSONString(x.attempts, a.model)
+	x.attempts = append(x.attempts, `,"status":`...)
+	x.attempts = strconv.AppendInt(x.attempts, int64(a.outcome.Status), 10)
+	x.attempts = append(x.attempts, `,"error":`...)
+	x.attempts = appendJSONString(x.attempts, attemptError(a))
+	x.attempts = append(x.attempts, `,"latency_us":`...)
+	x.attempts = strconv.AppendInt(x.attempts, time.Since(a.started).Microseconds(), 10)
+	x.attempts = append(x.attempts, "}]"...)
+}
+
+func attemptError(a *attempt) string {
+	switch {
+	case a.outcome.ClientGone:
+		return classClientClosed
+	case a.outcome.Timeout:
+		return classTimeout
+	case a.outcome.Transport:
+		return classUnreachable
+	case a.outcome.Status >= 400:
+		return classUpstream
+	}
+	return ""
+}
+
+func (w *Worker) setAttemptHeaders(ctx *fasthttp.RequestCtx, a *attempt, n int) {
+	ctx.Response.Header.Set("X-LLM-Proxy-Upstream", a.dep.Upstream.Name)
+	ctx.Response.Header.Set("X-LLM-Proxy-Attempts", strconv.Itoa(n))
+}
+
+// relay answers with a successful attempt: buffered, or as a stream.
+func (w *Worker) relay(ctx *fasthttp.RequestCtx, x *exchange, a *attempt, n int, stream bool, cancelReq context.CancelFunc, watch *disconnectWatch) {
+	x.rec.TtfbUs = time.Since(x.started).Microseconds()
+	w.setAttemptHeaders(ctx, a, n)
+	if a.br == nil {
+		defer cancelReq()
+		defer watch.stop()
+		defer a.close()
+		w.relayBuffered(ctx, x, a)
+		return
+	}
+	copyResponseHeaders(ctx, a.resp)
+	ctx.SetStatusCode(a.resp.StatusCode)
+	// The stream writer runs after this handler returns and must not touch ctx;
+	// the disconnect watch already holds the client socket it needs.
+	ctx.SetBodyStreamWriter(func(bw *bufio.Writer) {
+		defer cancelReq()
+		defer watch.stop()
+		defer a.close()
+		w.pumpStream(bw, x, a, watch)
+	})
+}
+
+// relayBuffered writes a buffered upstream answer (success or error) and records it.
+func (w *Worker) relayBuffered(ctx *fasthttp.RequestCtx, x *exchange, a *attempt) {
+	copyResponseHeaders(ctx, a.resp)
+	ctx.SetStatusCode(a.resp.StatusCode)
+	x.rec.Status = a.resp.StatusCode
+	if a.body != nil {
+		ctx.SetBody(a.body.B)
+	}
+	if a.ok() {
+		if u, ok := openai.ParseUsage(a.body.B); ok {
+			x.rec.PromptTokens, x.rec.CompletionTokens = u.PromptTokens, u.CompletionTokens
+		}
+	} else {
+		x.rec.ErrorClass = classUpstream
+	}
+	w.finish(x)
+}
+
+// upstreamFailed answers a request whose last attempt got no usable response.
+func (w *Worker) upstreamFailed(ctx *fasthttp.RequestCtx, x *exchange, a *attempt) {
+	name := a.dep.Upstream.Name
+	ctx.Response.Header.Set("X-LLM-Proxy-Upstream", name)
+	switch {
+	case a.outcome.ClientGone:
+		// Nobody is listening; record it the way nginx does.
+		x.rec.Status = statusClientClosed
+		x.rec.ErrorClass = classClientClosed
+		ctx.SetConnectionClose()
+		ctx.SetStatusCode(statusClientClosed)
+		w.finish(x)
+	case a.outcome.Timeout:
+		w.logger.Warn("upstream timeout", "upstream", name, "request_id", x.rec.RequestID, "error", a.err)
+		w.reject(ctx, x, fasthttp.StatusGatewayTimeout, "upstream_error", "upstream_timeout",
+			"The upstream '"+name+"' did not answer in time.", classTimeout)
+	default:
+		w.logger.Warn("upstream unreachable", "upstream", name, "request_id", x.rec.RequestID, "error", a.err)
+		w.reject(ctx, x, fasthttp.StatusBadGateway, "upstream_error", "upstream_unreachable",
+			"The upstream '"+name+"' could not be reached.", classUnreachable)
+	}
+}
+
+var (
+	dataPrefix = []byte("data:")
+	doneData   = []byte("[DONE]")
+	usageKey   = []byte(`"usage"`)
+)
+
+// pumpStream relays an upstream SSE body to the client, flushing whenever the
+// upstream has nothing more buffered so each chunk leaves as soon as it arrives.
+// It records usage, strips the usage-only chunk the client did not ask for, and
+// writes the request record before the final [DONE] reaches the client. A stream
+// silent for StreamIdleTimeout, or broken by the upstream, ends with an SSE error
+// event and [DONE] — never with a made-up finish_reason.
+func (w *Worker) pumpStream(bw *bufio.Writer, x *exchange, a *attempt, watch *disconnectWatch) {
+	// After finish(x) on [DONE], x belongs to the pool again: nothing below may touch it.
+	br := a.br
+	var idle atomic.Bool
+	idleTimer := time.AfterFunc(w.cfg.StreamIdleTimeout, func() { idle.Store(true); a.cancel() })
+	defer idleTimer.Stop()
+	stripUsage := !x.req.IncludeUsage
+	x.rec.Status = http.StatusOK
+	recorded, skipBlank, clientGone := false, false, false
+	var readErr error
+	for {
+		line, err := br.ReadSlice('\n')
+		idleTimer.Reset(w.cfg.StreamIdleTimeout)
+		if len(line) > 0 && !clientGone {
+			forward := true
+			if skipBlank && len(bytes.TrimSpace(line)) == 0 {
+				forward, skipBlank = false, false
+			} else if !recorded && bytes.HasPrefix(line, dataPrefix) && err != bufio.ErrBufferFull {
+				data := bytes.TrimSpace(line[len(dataPrefix):])
+				switch {
+				case bytes.Equal(data, doneData):
+					w.finish(x)
+					recorded = true
+				case bytes.Contains(data, usageKey):
+					if u, ok := openai.ParseUsage(data); ok {
+						x.rec.PromptTokens, x.rec.CompletionTokens = u.PromptTokens, u.CompletionTokens
+						if stripUsage && openai.IsUsageOnlyChunk(data) {
+							forward, skipBlank = false, true
+						}
+					}
+				}
+			}
+			if forward {
+				if _, werr := bw.Write(line); werr != nil {
+					clientGone = true
+				}
+			}
+		}
+		if err != nil && err != bufio.ErrBufferFull {
+			if err != io.EOF {
+				readErr = err
+			}
+			break
+		}
+		if clientGone {
+			break
+		}
+		if br.Buffered() == 0 {
+			if ferr := bw.Flush(); ferr != nil {
+				clientGone = true
+				break
+			}
+		}
+	}
+	if recorded {
+		_ = bw.Flush()
+		return
+	}
+	var code, msg string
+	switch {
+	case clientGone || watch.gone():
+		x.rec.Status = statusClientClosed
+		x.rec.ErrorClass = classClientClosed
+		w.finish(x)
+		return
+	case idle.Load():
+		x.rec.Status = http.StatusGatewayTimeout
+		x.rec.ErrorClass = classStreamIdle
+		code, msg = "stream_idle_timeout", "The upstream sent nothing for "+w.cfg.StreamIdleTimeout.String()+"; the stream was ended."
+	default:
+		x.rec.Status = http.StatusBadGateway
+		x.rec.ErrorClass = classStreamBroken
+		code, msg = "stream_broken", "The upstream closed the stream before it was complete."
+	}
+	w.logger.Warn("upstream stream ended early", "upstream", x.rec.Upstream, "request_id", x.rec.RequestID,
+		"reason", code, "error", readErr)
+	w.finish(x)
+	var b []byte
+	b = append(b, "data: "...)
+	b = appendErrorJSON(b, "upstream_error", code, msg)
+	b = append(b, "\n\ndata: [DONE]\n\n"...)
+	_, _ = bw.Write(b)
+	_ = bw.Flush()
+}
