@@ -24,9 +24,15 @@ LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.buildDate
 PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
 
 .DEFAULT_GOAL := build
-.PHONY: build run demo test bench static cross clean
+.PHONY: build ui run demo test bench static cross clean
 
-build:
+# The web admin's vendor files (Alpine's CSP build, uPlot) come from npm, pinned in
+# package-lock.json, and are copied into worker/admin/static/vendor/ for go:embed.
+ui:
+	npm ci --no-audit --no-fund
+	scripts/build-ui.sh
+
+build: ui
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/llm-proxy $(PKG)
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/mockllm $(MOCKPKG)
@@ -42,6 +48,7 @@ demo: build
 
 test:
 	scripts/install-test-deps.sh
+	$(MAKE) ui
 	$(GO) vet ./...
 	@unformatted="$$(gofmt -l $$(find . -name '*.go' -not -path './node_modules/*' -not -path './.git/*'))"; \
 	if [ -n "$$unformatted" ]; then echo "gofmt: these files need formatting:"; echo "$$unformatted"; exit 1; fi
@@ -51,12 +58,12 @@ test:
 bench:
 	scripts/bench.sh
 
-static:
+static: ui
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(BIN)/llm-proxy $(PKG)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(BIN)/mockllm $(MOCKPKG)
 
-cross:
+cross: ui
 	@mkdir -p $(DIST)
 	@set -e; for p in $(PLATFORMS); do \
 		os=$${p%/*}; arch=$${p#*/}; ext=; [ "$$os" = windows ] && ext=.exe; \

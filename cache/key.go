@@ -247,7 +247,7 @@ func (kb *keyBuf) object(dst, body []byte, i, depth int, skip map[string]bool) (
 // beyond 2^53, e.g. a large seed), anything else through float64, as 'i' + integer digits
 // when the value is integral and small, else 'f' + the shortest round-trip form.
 func appendNumber(dst, lit []byte) ([]byte, error) {
-	if bytes.IndexAny(lit, ".eE") < 0 {
+	if !bytes.ContainsAny(lit, ".eE") {
 		if !validInteger(lit) {
 			return dst, fmt.Errorf("cache: bad number %q", lit)
 		}

@@ -26,6 +26,16 @@ type Upstream struct {
 	// state is shared by every table built from the same Book; nil in tables built
 	// without one (always healthy).
 	state *UpstreamState
+	// bearer caches "Bearer " + APIKey.
+	bearer string
+}
+
+// Bearer is the Authorization header value for the upstream's key.
+func (u *Upstream) Bearer() string {
+	if u.bearer == "" && u.APIKey != "" {
+		u.bearer = "Bearer " + u.APIKey
+	}
+	return u.bearer
 }
 
 // Healthy reports the latest active health check (true until one fails).
@@ -117,6 +127,7 @@ func NewTable(deps []*Deployment, strategy string, opts ...Option) *Table {
 	byModel := make(map[string][]*Deployment)
 	for _, d := range deps {
 		d.id = fnv64(d.Upstream.Name + "\x00" + d.UpstreamModel)
+		d.Upstream.Bearer() // computed once per table, not per request (and not racily)
 		if d.Upstream.state == nil {
 			d.Upstream.state = o.book.upstream(d.Upstream.ID, d.Upstream.Name)
 		}

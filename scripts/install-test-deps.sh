@@ -3,13 +3,14 @@
 # and only the ones that are missing, so a second run does nothing.
 #
 # Required (the script fails without them): a C compiler, because `go test -race`
-# needs cgo.
+# needs cgo; npm, which fetches the web admin's front-end packages; and Chromium, which
+# the web admin's browser test drives (cmd/llm-proxy/e2e/admin_browser_test.go).
 # Optional (a warning if they cannot be installed, e.g. offline): wrk and nginx,
 # used by scripts/bench.sh, and curl, used by scripts/demo.sh and bench.sh.
 set -euo pipefail
 
 # command name -> Debian package
-declare -A REQUIRED=([gcc]=gcc)
+declare -A REQUIRED=([gcc]=gcc [npm]=npm [chromium]=chromium)
 declare -A OPTIONAL=([wrk]=wrk [nginx]=nginx-light [curl]=curl [taskset]=util-linux)
 
 missing_required=()
@@ -51,6 +52,10 @@ apt_install() {
 
 if [ ${#missing_required[@]} -gt 0 ]; then
 	echo "install-test-deps: installing ${missing_required[*]}" >&2
+	# Chromium needs a font to render text in the screenshots.
+	if [[ " ${missing_required[*]} " == *" chromium "* ]]; then
+		missing_required+=(fonts-dejavu-core)
+	fi
 	if ! apt_install "${missing_required[@]}"; then
 		echo "install-test-deps: could not install ${missing_required[*]} (needed by go test -race)" >&2
 		exit 1

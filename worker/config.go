@@ -3,20 +3,22 @@ package worker
 import (
 	"fmt"
 	"time"
+
+	"github.com/llm-proxy/llm-proxy/worker/upstream"
 )
 
 // Config holds the worker's HTTP and upstream settings.
 type Config struct {
-	MaxBodyBytes           int           `envconfig:"MAX_BODY_BYTES" default:"33554432" desc:"largest accepted request body in bytes (default 32 MiB); larger bodies get 413"`
-	UpstreamTimeout        time.Duration `envconfig:"UPSTREAM_TIMEOUT" default:"300s" desc:"how long to wait for an upstream's response headers before answering 504"`
-	UpstreamConnectTimeout time.Duration `envconfig:"UPSTREAM_CONNECT_TIMEOUT" default:"10s" desc:"TCP/TLS connect timeout to upstreams"`
-	FirstByteTimeout       time.Duration `envconfig:"FIRST_BYTE_TIMEOUT" default:"300s" desc:"a stream whose first bytes take longer fails over to another deployment"`
-	StreamIdleTimeout      time.Duration `envconfig:"STREAM_IDLE_TIMEOUT" default:"120s" desc:"a stream silent this long is ended with an SSE error event and [DONE]"`
-	RequestTimeout         time.Duration `envconfig:"REQUEST_TIMEOUT" default:"600s" desc:"bound on one request's attempt chain (every retry and fallback) until an answer starts; a stream that has started is not cut by it"`
-	ReadTimeout            time.Duration `envconfig:"READ_TIMEOUT" default:"60s" desc:"time allowed to read one client request (headers and body)"`
-	IdleTimeout            time.Duration `envconfig:"IDLE_TIMEOUT" default:"120s" desc:"keep-alive connections idle longer than this are closed"`
-	PprofAddr              string        `envconfig:"PPROF_ADDR" default:"" desc:"if set (loopback host:port), each worker serves net/http/pprof at port + its slot number; off by default"`
-	ShutdownTimeout        time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"30s" desc:"on SIGTERM, how long in-flight requests and open streams may take to finish"`
+	MaxBodyBytes int `envconfig:"MAX_BODY_BYTES" default:"33554432" desc:"largest accepted request body in bytes (default 32 MiB); larger bodies get 413"`
+	// Upstream holds the upstream client's settings (UPSTREAM_TIMEOUT, UPSTREAM_CONNECT_TIMEOUT, ...).
+	upstream.Config
+	FirstByteTimeout  time.Duration `envconfig:"FIRST_BYTE_TIMEOUT" default:"300s" desc:"a stream whose first bytes take longer fails over to another deployment"`
+	StreamIdleTimeout time.Duration `envconfig:"STREAM_IDLE_TIMEOUT" default:"120s" desc:"a stream silent this long is ended with an SSE error event and [DONE]"`
+	RequestTimeout    time.Duration `envconfig:"REQUEST_TIMEOUT" default:"600s" desc:"bound on one request's attempt chain (every retry and fallback) until an answer starts; a stream that has started is not cut by it"`
+	ReadTimeout       time.Duration `envconfig:"READ_TIMEOUT" default:"60s" desc:"time allowed to read one client request (headers and body)"`
+	IdleTimeout       time.Duration `envconfig:"IDLE_TIMEOUT" default:"120s" desc:"keep-alive connections idle longer than this are closed"`
+	PprofAddr         string        `envconfig:"PPROF_ADDR" default:"" desc:"if set (loopback host:port), each worker serves net/http/pprof at port + its slot number; off by default"`
+	ShutdownTimeout   time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"30s" desc:"on SIGTERM, how long in-flight requests and open streams may take to finish"`
 }
 
 // Validate reports the first invalid field, naming its environment variable.
@@ -28,8 +30,8 @@ func (c Config) Validate() error {
 		name string
 		v    time.Duration
 	}{
-		{"UPSTREAM_TIMEOUT", c.UpstreamTimeout},
-		{"UPSTREAM_CONNECT_TIMEOUT", c.UpstreamConnectTimeout},
+		{"UPSTREAM_TIMEOUT", c.ResponseHeaderTimeout},
+		{"UPSTREAM_CONNECT_TIMEOUT", c.ConnectTimeout},
 		{"FIRST_BYTE_TIMEOUT", c.FirstByteTimeout},
 		{"STREAM_IDLE_TIMEOUT", c.StreamIdleTimeout},
 		{"REQUEST_TIMEOUT", c.RequestTimeout},

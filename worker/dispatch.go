@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/http"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/llm-proxy/llm-proxy/routing"
 	"github.com/llm-proxy/llm-proxy/routing/provider/openai"
+	"github.com/llm-proxy/llm-proxy/worker/upstream"
 )
 
 // maxAttemptsPerModel bounds the attempts on one model's deployments before its
@@ -30,11 +30,13 @@ type attempt struct {
 	started time.Time
 	cancel  context.CancelFunc
 
-	resp *http.Response
-	// br reads a successful stream's body; the first bytes were already peeked
-	// within the first-byte timeout.
-	br *bufio.Reader
-	// body holds a complete non-streaming answer.
+	req  *fasthttp.Request
+	resp *fasthttp.Response
+	// stream is the upstream body of a streaming call; br reads it for a
+	// successful stream, whose first bytes were peeked within the first-byte timeout.
+	stream *upstream.Stream
+	br     *bufio.Reader
+	// body holds a complete answer (or error body) read from a stream.
 	body *bytebufferpool.ByteBuffer
 
 	begun bool // counted in the deployment's in-flight total
@@ -47,7 +49,15 @@ type attempt struct {
 
 // ok reports an answer worth relaying as a success.
 func (a *attempt) ok() bool {
-	return a.err == nil && a.resp != nil && a.resp.StatusCode >= 200 && a.resp.StatusCode < 300
+	return a.err == nil && a.outcome.Status >= 200 && a.outcome.Status < 300
+}
+
+// answerBody is the complete body of a buffered answer.
+func (a *attempt) answerBody() []byte {
+	if a.body != nil {
+		return a.body.B
+	}
+	return a.resp.Body()
 }
 
 // close releases everything the attempt holds; the attempt is not used afterwards.
@@ -56,8 +66,18 @@ func (a *attempt) close() {
 		readerPut(a.br)
 		a.br = nil
 	}
+	if a.stream != nil {
+		_ = a.stream.Close()
+		a.stream = nil
+	}
+	// The stream reads through resp, so resp is released only after it closed.
 	if a.resp != nil {
-		a.resp.Body.Close()
+		fasthttp.ReleaseResponse(a.resp)
+		a.resp = nil
+	}
+	if a.req != nil {
+		fasthttp.ReleaseRequest(a.req)
+		a.req = nil
 	}
 	if a.body != nil {
 		bytebufferpool.Put(a.body)
@@ -125,7 +145,7 @@ func (w *Worker) dispatch(ctx *fasthttp.RequestCtx, x *exchange, ep endpoint, po
 			w.noteAttempt(x, a)
 			st := d.State()
 			st.Report(w.book.Now(), a.outcome.Failed())
-			if a.outcome.Status == http.StatusTooManyRequests {
+			if a.outcome.Status == fasthttp.StatusTooManyRequests {
 				st.CoolDown(now, max(a.retryAfter, time.Second))
 			}
 			if a.ok() {
@@ -143,7 +163,7 @@ func (w *Worker) dispatch(ctx *fasthttp.RequestCtx, x *exchange, ep endpoint, po
 	chain.Stop()
 	defer cancelReq()
 	defer watch.stop()
-	if last != nil && chainExpired.Load() && last.resp == nil {
+	if last != nil && chainExpired.Load() && last.err != nil {
 		last.outcome.Timeout = true
 	}
 	ctx.Response.Header.Set("X-LLM-Proxy-Attempts", strconv.Itoa(n))
@@ -151,7 +171,7 @@ func (w *Worker) dispatch(ctx *fasthttp.RequestCtx, x *exchange, ep endpoint, po
 	case last == nil:
 		w.reject(ctx, x, fasthttp.StatusServiceUnavailable, "upstream_error", "no_available_upstream",
 			"No upstream is available for the model '"+x.rec.Model+"'.", classUnreachable)
-	case last.resp != nil:
+	case last.err == nil:
 		// The upstream's own error answer, status and body, as the client would
 		// have had it without the gateway.
 		defer last.close()
@@ -190,42 +210,45 @@ func (w *Worker) try(reqCtx context.Context, x *exchange, ep endpoint, d *routin
 	a := &attempt{dep: d, model: model, started: time.Now(), cancel: cancel}
 	x.body = openai.AppendRewrite(x.body[:0], body, &x.req, model, stream)
 
-	hreq, err := http.NewRequestWithContext(actx, http.MethodPost, d.Upstream.BaseURL+ep.path, bytes.NewReader(x.body))
-	if err != nil {
-		a.err, a.outcome.Transport = err, true
-		return a
-	}
-	hreq.Header = http.Header{
-		"Content-Type": {"application/json"},
-		"User-Agent":   {"llm-proxy/" + w.deps.Version},
-	}
+	a.req = fasthttp.AcquireRequest()
+	a.resp = fasthttp.AcquireResponse()
+	req := a.req
+	req.Header.SetMethod(fasthttp.MethodPost)
+	req.SetRequestURI(d.Upstream.BaseURL + ep.path)
+	req.Header.SetContentType("application/json")
+	req.Header.SetUserAgent(w.userAgent)
 	if d.Upstream.APIKey != "" {
-		hreq.Header["Authorization"] = []string{"Bearer " + d.Upstream.APIKey}
+		req.Header.Set(fasthttp.HeaderAuthorization, d.Upstream.Bearer())
 	}
 	if stream {
-		hreq.Header["Accept"] = []string{"text/event-stream"}
+		req.Header.Set(fasthttp.HeaderAccept, "text/event-stream")
 	} else {
-		hreq.Header["Accept"] = []string{"application/json"}
+		req.Header.Set(fasthttp.HeaderAccept, "application/json")
 	}
+	req.SetBodyRaw(x.body)
 
 	// In flight until close: a stream occupies the deployment until it ends.
 	d.Begin()
 	a.begun = true
-	resp, err := w.client.Do(hreq)
+	st, err := w.up.Do(actx, req, a.resp, stream)
+	a.stream = st
 	if err != nil {
 		a.fail(err, watch, reqCtx.Err() != nil)
 		return a
 	}
-	a.resp = resp
-	a.outcome.Status = resp.StatusCode
-	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
-		a.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"))
+	status := a.resp.StatusCode()
+	a.outcome.Status = status
+	if status == fasthttp.StatusTooManyRequests || status == fasthttp.StatusServiceUnavailable {
+		a.retryAfter = parseRetryAfter(a.resp.Header.Peek(fasthttp.HeaderRetryAfter))
 	}
-	if stream && resp.StatusCode == http.StatusOK && isEventStream(resp.Header.Get("Content-Type")) {
+	if !stream {
+		return a
+	}
+	if status == fasthttp.StatusOK && isEventStream(a.resp.Header.ContentType()) {
 		// Hold the answer back until its first bytes arrive: until then another
 		// deployment can still take over without the client noticing.
 		t := time.AfterFunc(w.cfg.FirstByteTimeout, func() { a.timedOut.Store(true); cancel() })
-		a.br = readerGet(resp.Body)
+		a.br = readerGet(st)
 		_, err := a.br.Peek(1)
 		t.Stop()
 		if err != nil {
@@ -233,11 +256,11 @@ func (w *Worker) try(reqCtx context.Context, x *exchange, ep endpoint, d *routin
 		}
 		return a
 	}
-	// Buffered: a complete body, or an error body to relay if nothing better comes.
+	// A stream request answered without a stream (an error, usually): buffer it
+	// to relay if nothing better comes.
 	a.body = bytebufferpool.Get()
-	if _, err := a.body.ReadFrom(io.LimitReader(resp.Body, maxUpstreamBody)); err != nil {
+	if _, err := a.body.ReadFrom(io.LimitReader(st, maxUpstreamBody)); err != nil {
 		a.fail(err, watch, reqCtx.Err() != nil)
-		return a
 	}
 	return a
 }
@@ -264,11 +287,11 @@ func (a *attempt) fail(err error, watch *disconnectWatch, chainDone bool) {
 
 // parseRetryAfter reads a Retry-After header in seconds (RFC 9110 section 10.2.3;
 // the HTTP-date form is rare from APIs and treated as absent).
-func parseRetryAfter(v string) time.Duration {
-	if v == "" {
+func parseRetryAfter(v []byte) time.Duration {
+	if len(v) == 0 {
 		return 0
 	}
-	s, err := strconv.Atoi(v)
+	s, err := strconv.Atoi(string(v))
 	if err != nil || s < 0 {
 		return 0
 	}
@@ -329,7 +352,7 @@ func (w *Worker) relay(ctx *fasthttp.RequestCtx, x *exchange, a *attempt, n int,
 		return
 	}
 	copyResponseHeaders(ctx, a.resp)
-	ctx.SetStatusCode(a.resp.StatusCode)
+	ctx.SetStatusCode(a.outcome.Status)
 	// The stream writer runs after this handler returns and must not touch ctx;
 	// the disconnect watch already holds the client socket it needs.
 	ctx.SetBodyStreamWriter(func(bw *bufio.Writer) {
@@ -343,13 +366,12 @@ func (w *Worker) relay(ctx *fasthttp.RequestCtx, x *exchange, a *attempt, n int,
 // relayBuffered writes a buffered upstream answer (success or error) and records it.
 func (w *Worker) relayBuffered(ctx *fasthttp.RequestCtx, x *exchange, a *attempt) {
 	copyResponseHeaders(ctx, a.resp)
-	ctx.SetStatusCode(a.resp.StatusCode)
-	x.rec.Status = a.resp.StatusCode
-	if a.body != nil {
-		ctx.SetBody(a.body.B)
-	}
+	ctx.SetStatusCode(a.outcome.Status)
+	x.rec.Status = a.outcome.Status
+	body := a.answerBody()
+	ctx.SetBody(body)
 	if a.ok() {
-		if u, ok := openai.ParseUsage(a.body.B); ok {
+		if u, ok := openai.ParseUsage(body); ok {
 			x.rec.PromptTokens, x.rec.CompletionTokens = u.PromptTokens, u.CompletionTokens
 		}
 	} else {
@@ -400,7 +422,7 @@ func (w *Worker) pumpStream(bw *bufio.Writer, x *exchange, a *attempt, watch *di
 	idleTimer := time.AfterFunc(w.cfg.StreamIdleTimeout, func() { idle.Store(true); a.cancel() })
 	defer idleTimer.Stop()
 	stripUsage := !x.req.IncludeUsage
-	x.rec.Status = http.StatusOK
+	x.rec.Status = fasthttp.StatusOK
 	recorded, skipBlank, clientGone := false, false, false
 	var readErr error
 	for {
@@ -459,11 +481,11 @@ func (w *Worker) pumpStream(bw *bufio.Writer, x *exchange, a *attempt, watch *di
 		w.finish(x)
 		return
 	case idle.Load():
-		x.rec.Status = http.StatusGatewayTimeout
+		x.rec.Status = fasthttp.StatusGatewayTimeout
 		x.rec.ErrorClass = classStreamIdle
 		code, msg = "stream_idle_timeout", "The upstream sent nothing for "+w.cfg.StreamIdleTimeout.String()+"; the stream was ended."
 	default:
-		x.rec.Status = http.StatusBadGateway
+		x.rec.Status = fasthttp.StatusBadGateway
 		x.rec.ErrorClass = classStreamBroken
 		code, msg = "stream_broken", "The upstream closed the stream before it was complete."
 	}

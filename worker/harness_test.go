@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"github.com/llm-proxy/llm-proxy/worker/upstream"
 	"io"
 	"net"
 	"net/http"
@@ -38,15 +39,17 @@ const (
 // test waits for them, generous ones elsewhere.
 func testConfig() Config {
 	return Config{
-		MaxBodyBytes:           1 << 20,
-		UpstreamTimeout:        5 * time.Second,
-		UpstreamConnectTimeout: 2 * time.Second,
-		FirstByteTimeout:       5 * time.Second,
-		StreamIdleTimeout:      5 * time.Second,
-		RequestTimeout:         10 * time.Second,
-		ReadTimeout:            5 * time.Second,
-		IdleTimeout:            10 * time.Second,
-		ShutdownTimeout:        5 * time.Second,
+		MaxBodyBytes: 1 << 20,
+		Config: upstream.Config{
+			ResponseHeaderTimeout: 5 * time.Second,
+			ConnectTimeout:        2 * time.Second,
+		},
+		FirstByteTimeout:  5 * time.Second,
+		StreamIdleTimeout: 5 * time.Second,
+		RequestTimeout:    10 * time.Second,
+		ReadTimeout:       5 * time.Second,
+		IdleTimeout:       10 * time.Second,
+		ShutdownTimeout:   5 * time.Second,
 	}
 }
 

@@ -2,8 +2,8 @@ package worker
 
 import (
 	"bufio"
+	"bytes"
 	"io"
-	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -145,8 +145,8 @@ func conversationKey(ctx *fasthttp.RequestCtx, r *openai.Request) uint64 {
 	return 0
 }
 
-func isEventStream(ct string) bool {
-	return len(ct) >= len("text/event-stream") && ct[:len("text/event-stream")] == "text/event-stream"
+func isEventStream(ct []byte) bool {
+	return bytes.HasPrefix(ct, []byte("text/event-stream"))
 }
 
 // hopHeaders are never relayed from an upstream (RFC 9110 section 7.6.1), nor are
@@ -158,19 +158,19 @@ var hopHeaders = map[string]bool{
 	"Date": true, "Server": true, "Content-Encoding": true, "Alt-Svc": true,
 }
 
-func copyResponseHeaders(ctx *fasthttp.RequestCtx, resp *http.Response) {
-	for k, vs := range resp.Header {
-		if hopHeaders[k] {
+func copyResponseHeaders(ctx *fasthttp.RequestCtx, resp *fasthttp.Response) {
+	ctx.Response.Header.SetContentTypeBytes(resp.Header.ContentType())
+	for k, v := range resp.Header.All() {
+		if hopHeaders[string(k)] || string(k) == fasthttp.HeaderContentType {
 			continue
 		}
-		if k == "X-Request-Id" {
+		if string(k) == "X-Request-Id" {
 			// The gateway's own X-Request-Id names the record; keep the provider's
 			// id too, since support desks ask for it.
-			k = "X-Upstream-Request-Id"
+			ctx.Response.Header.AddBytesV("X-Upstream-Request-Id", v)
+			continue
 		}
-		for _, v := range vs {
-			ctx.Response.Header.Add(k, v)
-		}
+		ctx.Response.Header.AddBytesKV(k, v)
 	}
 }
 

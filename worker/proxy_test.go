@@ -230,7 +230,7 @@ func TestUpstreamUnreachable(t *testing.T) {
 }
 
 func TestUpstreamTimeout(t *testing.T) {
-	h := newHarness(t, harnessOptions{cfg: func(c *Config) { c.UpstreamTimeout = 300 * time.Millisecond }})
+	h := newHarness(t, harnessOptions{cfg: func(c *Config) { c.ResponseHeaderTimeout = 300 * time.Millisecond }})
 	h.up.set(upstreamBehavior{kind: "hang"})
 	start := time.Now()
 	resp, body := h.chat(t, keyAll, okChat)

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -23,6 +22,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/routing"
 	"github.com/llm-proxy/llm-proxy/store"
 	"github.com/llm-proxy/llm-proxy/store/spool"
+	"github.com/llm-proxy/llm-proxy/worker/upstream"
 )
 
 // Deps are the worker's collaborators, built by cmd/llm-proxy.
@@ -49,12 +49,13 @@ type Deps struct {
 
 // Worker serves the gateway's HTTP API.
 type Worker struct {
-	cfg     Config
-	deps    Deps
-	logger  hclog.Logger
-	server  *fasthttp.Server
-	client  *http.Client
-	started time.Time
+	cfg       Config
+	deps      Deps
+	logger    hclog.Logger
+	server    *fasthttp.Server
+	up        *upstream.Client
+	userAgent string
+	started   time.Time
 
 	keys   atomic.Pointer[keySnapshot]
 	routes atomic.Pointer[routing.Table]
@@ -106,7 +107,8 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Worker, error) {
 		reqPrefix:       "req_" + hex.EncodeToString(rnd[:]) + "_",
 		refreshInterval: 250 * time.Millisecond,
 	}
-	w.client = newUpstreamClient(cfg)
+	w.up = upstream.New(cfg.Config)
+	w.userAgent = "llm-proxy/" + deps.Version
 	w.book = routing.NewBook(deps.Counters)
 	w.budget = routing.DefaultRetryBudget()
 	if err := w.refresh(ctx, true); err != nil {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/llm-proxy/llm-proxy/routing"
 	"github.com/llm-proxy/llm-proxy/store"
 	"github.com/llm-proxy/llm-proxy/store/secret"
 )
@@ -54,6 +56,8 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 		return runKeys(ctx, args[1:], stdout, stderr)
 	case "upstreams":
 		return runUpstreams(ctx, args[1:], stdout, stderr)
+	case "routes":
+		return runRoutes(ctx, args[1:], stdout, stderr)
 	case "status":
 		return runStatus(ctx, args[1:], stdout, stderr)
 	}
@@ -342,7 +346,9 @@ func runUpstreams(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		apiKey := fs.String("api-key", "", "the provider's API key (stored encrypted)")
 		models := fs.String("models", "", "models served: m1,m2 or public=upstream aliases (default: any model, passed through)")
 		weight := fs.Int("weight", 1, "share of traffic among upstreams serving the same model")
-		provider := fs.String("provider", "openai", "provider API: openai")
+		provider := fs.String("provider", "openai", "provider API: "+strings.Join(providers, ", "))
+		priority := fs.Int("priority", 0, "tier of its deployments: lower tiers are tried first, higher ones only when every lower one is unavailable")
+		maxConc := fs.Int("max-concurrent", 0, "most requests in flight on each of its deployments across all workers (0: unlimited)")
 		pos, err := parseFlags(fs, args[1:])
 		if err != nil {
 			return err
@@ -354,6 +360,9 @@ func runUpstreams(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if err != nil {
 			return err
 		}
+		if err := setTiers(&u, *priority, *maxConc); err != nil {
+			return err
+		}
 		return withStore(ctx, stderr, true, func(st *store.Store) error {
 			if _, err := st.AddUpstream(ctx, u); err != nil {
 				if errors.Is(err, store.ErrExists) {
@@ -361,8 +370,8 @@ func runUpstreams(ctx context.Context, args []string, stdout, stderr io.Writer) 
 				}
 				return err
 			}
-			fmt.Fprintf(stdout, "added upstream %q (%s, models: %s, weight %d, key %s)\n",
-				u.Name, u.BaseURL, deploymentsText(u.Deployments), u.Weight, maskKey(u.APIKey))
+			fmt.Fprintf(stdout, "added upstream %q (%s %s, models: %s, weight %d, priority %d, max concurrent %s, key %s)\n",
+				u.Name, u.Provider, u.BaseURL, deploymentsText(u.Deployments), u.Weight, *priority, limitText(*maxConc), maskKey(u.APIKey))
 			return nil
 		})
 	case "list":
@@ -410,8 +419,8 @@ func buildUpstream(name, baseURL, apiKey, models string, weight int, provider st
 	if weight < 0 {
 		return store.Upstream{}, usagef("upstreams add: --weight must be 0 or more, got %d", weight)
 	}
-	if provider != "openai" {
-		return store.Upstream{}, usagef("upstreams add: --provider %q is not supported; accepted values are openai", provider)
+	if !slices.Contains(providers, provider) {
+		return store.Upstream{}, usagef("upstreams add: --provider %q is not supported; accepted values are %s", provider, strings.Join(providers, ", "))
 	}
 	deps, err := parseDeployments(models)
 	if err != nil {
@@ -426,6 +435,31 @@ func buildUpstream(name, baseURL, apiKey, models string, weight int, provider st
 		Enabled:     true,
 		Deployments: deps,
 	}, nil
+}
+
+// providers are the accepted --provider values: the APIs the gateway translates to.
+var providers = []string{"openai", "azure", "anthropic", "gemini"}
+
+// setTiers applies --priority and --max-concurrent to every deployment of u.
+func setTiers(u *store.Upstream, priority, maxConcurrent int) error {
+	if priority < 0 {
+		return usagef("upstreams add: --priority must be 0 or more, got %d", priority)
+	}
+	if maxConcurrent < 0 {
+		return usagef("upstreams add: --max-concurrent must be 0 (unlimited) or more, got %d", maxConcurrent)
+	}
+	for i := range u.Deployments {
+		u.Deployments[i].Priority = priority
+		u.Deployments[i].MaxConcurrent = maxConcurrent
+	}
+	return nil
+}
+
+func limitText(n int) string {
+	if n == 0 {
+		return "unlimited"
+	}
+	return strconv.Itoa(n)
 }
 
 func parseBaseURL(s string) (string, error) {
@@ -517,9 +551,11 @@ type upstreamJSON struct {
 }
 
 type modelJSON struct {
-	Public   string `json:"public"`
-	Upstream string `json:"upstream,omitempty"`
-	Weight   int    `json:"weight"`
+	Public        string `json:"public"`
+	Upstream      string `json:"upstream,omitempty"`
+	Weight        int    `json:"weight"`
+	Priority      int    `json:"priority"`
+	MaxConcurrent int    `json:"max_concurrent"`
 }
 
 func listUpstreams(ctx context.Context, st *store.Store, asJSON bool, stdout io.Writer) error {
@@ -534,19 +570,39 @@ func listUpstreams(ctx context.Context, st *store.Store, asJSON bool, stdout io.
 				Models: []modelJSON{}, Weight: u.Weight, Enabled: u.Enabled, APIKey: maskKey(u.APIKey),
 				Created: u.CreatedAt.UTC().Format(time.RFC3339)}
 			for _, d := range u.Deployments {
-				row.Models = append(row.Models, modelJSON{Public: d.PublicModel, Upstream: d.UpstreamModel, Weight: d.Weight})
+				row.Models = append(row.Models, modelJSON{Public: d.PublicModel, Upstream: d.UpstreamModel, Weight: d.Weight,
+					Priority: d.Priority, MaxConcurrent: d.MaxConcurrent})
 			}
 			rows = append(rows, row)
 		}
 		return writeJSON(stdout, rows)
 	}
 	tw := tabwriter.NewWriter(stdout, 2, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tPROVIDER\tBASE URL\tMODELS\tWEIGHT\tENABLED\tAPI KEY")
+	fmt.Fprintln(tw, "NAME\tPROVIDER\tBASE URL\tMODELS\tWEIGHT\tPRIORITY\tMAX CONCURRENT\tENABLED\tAPI KEY")
 	for _, u := range ups {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%t\t%s\n", u.Name, providerName(u.Provider), u.BaseURL,
-			deploymentsText(u.Deployments), u.Weight, u.Enabled, maskKey(u.APIKey))
+		prio, maxc := tiersText(u.Deployments)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%t\t%s\n", u.Name, providerName(u.Provider), u.BaseURL,
+			deploymentsText(u.Deployments), u.Weight, prio, maxc, u.Enabled, maskKey(u.APIKey))
 	}
 	return tw.Flush()
+}
+
+// tiersText summarises the deployments' priority and concurrency cap for the table:
+// the CLI sets one value per upstream, but the admin may set them per deployment.
+func tiersText(deps []store.Deployment) (priority, maxConcurrent string) {
+	if len(deps) == 0 {
+		return "-", "-"
+	}
+	priority, maxConcurrent = strconv.Itoa(deps[0].Priority), limitText(deps[0].MaxConcurrent)
+	for _, d := range deps[1:] {
+		if d.Priority != deps[0].Priority {
+			priority = "mixed"
+		}
+		if d.MaxConcurrent != deps[0].MaxConcurrent {
+			maxConcurrent = "mixed"
+		}
+	}
+	return priority, maxConcurrent
 }
 
 func providerName(p string) string {
@@ -573,4 +629,176 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// ---- routes ----
+
+func runRoutes(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usagef("routes needs a subcommand: add, list or remove")
+	}
+	switch args[0] {
+	case "add":
+		fs := newFlagSet("routes add", stderr)
+		model := fs.String("model", "", "public model name the route configures (required)")
+		strategy := fs.String("strategy", "", "balancing strategy for this model: "+strings.Join(routing.Strategies, ", ")+
+			`; "default" uses LLM_PROXY_LOAD_BALANCE_STRATEGY`)
+		fallbacks := fs.String("fallbacks", "", "comma-separated public models tried in order when every deployment of the model failed; empty clears")
+		pos, err := parseFlags(fs, args[1:])
+		if err != nil {
+			return err
+		}
+		if len(pos) > 0 {
+			return usagef("routes add: unexpected argument %q", pos[0])
+		}
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		patch, err := parseRoute(*model, *strategy, *fallbacks)
+		if err != nil {
+			return err
+		}
+		return withStore(ctx, stderr, false, func(st *store.Store) error {
+			return putRoute(ctx, st, patch, set["strategy"], set["fallbacks"], stdout)
+		})
+	case "list":
+		fs := newFlagSet("routes list", stderr)
+		asJSON := fs.Bool("json", false, "print JSON")
+		pos, err := parseFlags(fs, args[1:])
+		if err != nil {
+			return err
+		}
+		if len(pos) > 0 {
+			return usagef("routes list: unexpected argument %q", pos[0])
+		}
+		return withStore(ctx, stderr, false, func(st *store.Store) error {
+			return listRoutes(ctx, st, *asJSON, stdout)
+		})
+	case "remove":
+		fs := newFlagSet("routes remove", stderr)
+		pos, err := parseFlags(fs, args[1:])
+		if err != nil {
+			return err
+		}
+		if len(pos) != 1 {
+			return usagef("routes remove needs exactly one model name")
+		}
+		return withStore(ctx, stderr, false, func(st *store.Store) error {
+			if err := st.DeleteRoute(ctx, pos[0]); err != nil {
+				if errors.Is(err, store.ErrNotFound) {
+					return fmt.Errorf("no route for model %q", pos[0])
+				}
+				return err
+			}
+			fmt.Fprintf(stdout, "removed route %q: the model uses the default strategy and has no fallbacks\n", pos[0])
+			return nil
+		})
+	}
+	return usagef("unknown routes subcommand %q", args[0])
+}
+
+// parseRoute validates the flags of `routes add`.
+func parseRoute(model, strategy, fallbacks string) (store.Route, error) {
+	model = strings.TrimSpace(model)
+	if model == "" {
+		return store.Route{}, usagef("routes add: --model is required")
+	}
+	if model == store.AnyModel || strings.Contains(model, ",") {
+		return store.Route{}, usagef("routes add: --model %q must be one public model name", model)
+	}
+	strategy = strings.TrimSpace(strategy)
+	if strategy == "default" {
+		strategy = ""
+	}
+	if strategy != "" && !slices.Contains(routing.Strategies, strategy) {
+		return store.Route{}, usagef("routes add: --strategy %q is invalid; accepted values are %s (or default)",
+			strategy, strings.Join(routing.Strategies, ", "))
+	}
+	r := store.Route{Model: model, Strategy: strategy}
+	seen := map[string]bool{}
+	for _, f := range splitList(fallbacks) {
+		switch {
+		case f == model:
+			return store.Route{}, usagef("routes add: --fallbacks lists the model %q itself", f)
+		case f == store.AnyModel:
+			return store.Route{}, usagef("routes add: --fallbacks takes public model names, not %q", f)
+		case seen[f]:
+			return store.Route{}, usagef("routes add: --fallbacks lists %q twice", f)
+		}
+		seen[f] = true
+		r.Fallbacks = append(r.Fallbacks, f)
+	}
+	return r, nil
+}
+
+// putRoute creates the route, or changes only what the command line set on an
+// existing one: adding fallbacks must not silently reset a strategy chosen earlier,
+// nor the reverse.
+func putRoute(ctx context.Context, st *store.Store, patch store.Route, setStrategy, setFallbacks bool, stdout io.Writer) error {
+	routes, err := st.Routes(ctx)
+	if err != nil {
+		return err
+	}
+	r, verb := patch, "added"
+	if i := slices.IndexFunc(routes, func(x store.Route) bool { return x.Model == patch.Model }); i >= 0 {
+		r, verb = routes[i], "updated"
+		if setStrategy {
+			r.Strategy = patch.Strategy
+		}
+		if setFallbacks {
+			r.Fallbacks = patch.Fallbacks
+		}
+	}
+	if err := st.PutRoute(ctx, r); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s route %q (strategy: %s, fallbacks: %s)\n", verb, r.Model, strategyText(r.Strategy), fallbacksText(r.Fallbacks))
+	return nil
+}
+
+func strategyText(s string) string {
+	if s == "" {
+		return "default"
+	}
+	return s
+}
+
+func fallbacksText(f []string) string {
+	if len(f) == 0 {
+		return "none"
+	}
+	return strings.Join(f, ",")
+}
+
+// routeJSON is one row of `routes list --json`; strategy "" means the global default.
+type routeJSON struct {
+	Model     string   `json:"model"`
+	Strategy  string   `json:"strategy"`
+	Fallbacks []string `json:"fallbacks"`
+	Created   string   `json:"created"`
+	Updated   string   `json:"updated"`
+}
+
+func listRoutes(ctx context.Context, st *store.Store, asJSON bool, stdout io.Writer) error {
+	routes, err := st.Routes(ctx)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		rows := make([]routeJSON, 0, len(routes))
+		for _, r := range routes {
+			fb := r.Fallbacks
+			if fb == nil {
+				fb = []string{}
+			}
+			rows = append(rows, routeJSON{Model: r.Model, Strategy: r.Strategy, Fallbacks: fb,
+				Created: r.CreatedAt.UTC().Format(time.RFC3339), Updated: r.UpdatedAt.UTC().Format(time.RFC3339)})
+		}
+		return writeJSON(stdout, rows)
+	}
+	tw := tabwriter.NewWriter(stdout, 2, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "MODEL\tSTRATEGY\tFALLBACKS\tUPDATED")
+	for _, r := range routes {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Model, strategyText(r.Strategy), fallbacksText(r.Fallbacks), timeText(r.UpdatedAt))
+	}
+	return tw.Flush()
 }

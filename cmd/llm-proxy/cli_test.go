@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -319,7 +320,10 @@ func TestUpstreamsAddRejects(t *testing.T) {
 		{[]string{"--name", "a", "--base-url", "http://x/v1", "--models", "=b"}, "public=upstream"},
 		{[]string{"--name", "a", "--base-url", "http://x/v1", "--models", "a,a"}, "twice"},
 		{[]string{"--name", "a", "--base-url", "http://x/v1", "--weight", "-1"}, "--weight"},
-		{[]string{"--name", "a", "--base-url", "http://x/v1", "--provider", "anthropic"}, "openai"},
+		{[]string{"--name", "a", "--base-url", "http://x/v1", "--provider", "cohere"}, "openai, azure, anthropic, gemini"},
+		{[]string{"--name", "a", "--base-url", "http://x/v1", "--priority", "-1"}, "--priority"},
+		{[]string{"--name", "a", "--base-url", "http://x/v1", "--max-concurrent", "-2"}, "--max-concurrent"},
+		{[]string{"--name", "a", "--base-url", "http://x/v1", "--priority", "x"}, "invalid value"},
 	}
 	for _, tt := range tests {
 		res := c.run(append([]string{"upstreams", "add"}, tt.args...)...)
@@ -468,5 +472,168 @@ func TestMaskKey(t *testing.T) {
 		if got := maskKey(tt.in); got != tt.want {
 			t.Errorf("maskKey(%q) = %q, want %q", tt.in, got, tt.want)
 		}
+	}
+}
+
+func TestUpstreamsTiersAndProviders(t *testing.T) {
+	c := newCLIEnv(t)
+	out := c.mustRun("upstreams", "add", "--name", "claude", "--provider", "anthropic", "--base-url", "https://api.example.test/v1",
+		"--models", "sonnet=claude-sonnet-4,haiku", "--priority", "2", "--max-concurrent", "5").stdout
+	if !strings.Contains(out, "priority 2") || !strings.Contains(out, "max concurrent 5") || !strings.Contains(out, "anthropic") {
+		t.Errorf("add output = %q, want provider, priority and max concurrent", out)
+	}
+	for _, p := range []string{"openai", "azure", "gemini"} {
+		c.mustRun("upstreams", "add", "--name", "u-"+p, "--provider", p, "--base-url", "http://127.0.0.1:9/v1")
+	}
+
+	var rows []upstreamJSON
+	js := c.mustRun("upstreams", "list", "--json").stdout
+	if err := json.Unmarshal([]byte(js), &rows); err != nil {
+		t.Fatalf("upstreams list --json: %v\n%s", err, js)
+	}
+	got := map[string]upstreamJSON{}
+	for _, r := range rows {
+		got[r.Name] = r
+	}
+	tests := []struct {
+		name, provider string
+		models         []modelJSON
+	}{
+		{"claude", "anthropic", []modelJSON{
+			{Public: "sonnet", Upstream: "claude-sonnet-4", Weight: 1, Priority: 2, MaxConcurrent: 5},
+			{Public: "haiku", Upstream: "haiku", Weight: 1, Priority: 2, MaxConcurrent: 5}}},
+		{"u-openai", "openai", []modelJSON{{Public: "*", Weight: 1}}},
+		{"u-azure", "azure", []modelJSON{{Public: "*", Weight: 1}}},
+		{"u-gemini", "gemini", []modelJSON{{Public: "*", Weight: 1}}},
+	}
+	for _, tt := range tests {
+		r, ok := got[tt.name]
+		if !ok {
+			t.Errorf("no upstream %q in %s", tt.name, js)
+			continue
+		}
+		if r.Provider != tt.provider || fmt.Sprint(r.Models) != fmt.Sprint(tt.models) {
+			t.Errorf("%s = provider %q models %+v, want %q %+v", tt.name, r.Provider, r.Models, tt.provider, tt.models)
+		}
+	}
+	table := c.mustRun("upstreams", "list").stdout
+	lines := strings.Split(table, "\n")
+	if !strings.Contains(lines[0], "PRIORITY") || !strings.Contains(lines[0], "MAX CONCURRENT") {
+		t.Errorf("table header %q lacks PRIORITY and MAX CONCURRENT", lines[0])
+	}
+	for _, l := range lines {
+		f := strings.Fields(l)
+		if len(f) > 0 && f[0] == "claude" && (!slices.Contains(f, "2") || !slices.Contains(f, "5")) {
+			t.Errorf("claude row %q lacks priority 2 and max concurrent 5", l)
+		}
+		if len(f) > 0 && f[0] == "u-openai" && !slices.Contains(f, "unlimited") {
+			t.Errorf("u-openai row %q does not say unlimited", l)
+		}
+	}
+}
+
+func TestRoutesAddListRemove(t *testing.T) {
+	c := newCLIEnv(t)
+	if out := c.mustRun("routes", "list", "--json").stdout; strings.TrimSpace(out) != "[]" {
+		t.Errorf("routes list --json on a fresh database = %q, want []", out)
+	}
+	out := c.mustRun("routes", "add", "--model", "gpt-4o", "--strategy", "round_robin", "--fallbacks", "gpt-4o-mini, claude-sonnet").stdout
+	if want := `added route "gpt-4o" (strategy: round_robin, fallbacks: gpt-4o-mini,claude-sonnet)`; !strings.Contains(out, want) {
+		t.Errorf("routes add = %q, want %q", out, want)
+	}
+	c.mustRun("routes", "add", "--model", "cheap", "--fallbacks", "gpt-4o-mini")
+
+	list := func() map[string]routeJSON {
+		t.Helper()
+		var rows []routeJSON
+		js := c.mustRun("routes", "list", "--json").stdout
+		if err := json.Unmarshal([]byte(js), &rows); err != nil {
+			t.Fatalf("routes list --json: %v\n%s", err, js)
+		}
+		m := map[string]routeJSON{}
+		for _, r := range rows {
+			if r.Created == "" || r.Updated == "" {
+				t.Errorf("route %q has no timestamps: %+v", r.Model, r)
+			}
+			m[r.Model] = r
+		}
+		return m
+	}
+	type route struct {
+		strategy  string
+		fallbacks string
+	}
+	steps := []struct {
+		name string
+		args []string // routes add args; nil only lists
+		want map[string]route
+	}{
+		{"as added", nil, map[string]route{
+			"gpt-4o": {"round_robin", "[gpt-4o-mini claude-sonnet]"}, "cheap": {"", "[gpt-4o-mini]"}}},
+		{"strategy only keeps fallbacks", []string{"--model", "gpt-4o", "--strategy", "conversation_hash"}, map[string]route{
+			"gpt-4o": {"conversation_hash", "[gpt-4o-mini claude-sonnet]"}, "cheap": {"", "[gpt-4o-mini]"}}},
+		{"fallbacks only keep the strategy", []string{"--model", "gpt-4o", "--fallbacks", "b"}, map[string]route{
+			"gpt-4o": {"conversation_hash", "[b]"}, "cheap": {"", "[gpt-4o-mini]"}}},
+		{"empty fallbacks clear, default strategy resets", []string{"--model", "gpt-4o", "--fallbacks", "", "--strategy", "default"}, map[string]route{
+			"gpt-4o": {"", "[]"}, "cheap": {"", "[gpt-4o-mini]"}}},
+	}
+	for _, st := range steps {
+		if st.args != nil {
+			if out := c.mustRun(append([]string{"routes", "add"}, st.args...)...).stdout; !strings.HasPrefix(out, "updated route") {
+				t.Errorf("%s: output %q, want updated route", st.name, out)
+			}
+		}
+		got := list()
+		if len(got) != len(st.want) {
+			t.Errorf("%s: %d routes, want %d", st.name, len(got), len(st.want))
+		}
+		for m, w := range st.want {
+			g := route{got[m].Strategy, fmt.Sprint(got[m].Fallbacks)}
+			if g != w {
+				t.Errorf("%s: route %s = %+v, want %+v", st.name, m, g, w)
+			}
+		}
+	}
+
+	table := c.mustRun("routes", "list").stdout
+	for _, want := range []string{"MODEL", "STRATEGY", "FALLBACKS", "cheap", "gpt-4o-mini", "default", "none"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("routes list lacks %q:\n%s", want, table)
+		}
+	}
+	c.mustRun("routes", "remove", "cheap")
+	if res := c.run("routes", "remove", "cheap"); res.code != 1 || !strings.Contains(res.stderr, `no route for model "cheap"`) {
+		t.Errorf("second remove: exit %d, stderr %q", res.code, res.stderr)
+	}
+	if got := list(); len(got) != 1 || got["gpt-4o"].Model != "gpt-4o" {
+		t.Errorf("after remove: %+v, want only gpt-4o", got)
+	}
+}
+
+func TestRoutesRejects(t *testing.T) {
+	c := newCLIEnv(t)
+	tests := []struct {
+		args     []string
+		contains string
+	}{
+		{[]string{"routes"}, "add, list or remove"},
+		{[]string{"routes", "rename"}, `unknown routes subcommand "rename"`},
+		{[]string{"routes", "add", "--strategy", "weighted"}, "--model is required"},
+		{[]string{"routes", "add", "--model", "m", "--strategy", "random"}, "round_robin, weighted, least_connections, conversation_hash"},
+		{[]string{"routes", "add", "--model", "m", "--fallbacks", "a,m"}, `lists the model "m" itself`},
+		{[]string{"routes", "add", "--model", "m", "--fallbacks", "a,a"}, "twice"},
+		{[]string{"routes", "add", "--model", "*"}, "one public model name"},
+		{[]string{"routes", "add", "--model", "m", "extra"}, `unexpected argument "extra"`},
+		{[]string{"routes", "remove"}, "exactly one model name"},
+		{[]string{"routes", "list", "x"}, "unexpected argument"},
+	}
+	for _, tt := range tests {
+		res := c.run(tt.args...)
+		if res.code != 2 || !strings.Contains(res.stderr, tt.contains) {
+			t.Errorf("%v: exit %d stderr %q, want 2 and %q", tt.args, res.code, res.stderr, tt.contains)
+		}
+	}
+	if out := c.mustRun("routes", "list", "--json").stdout; strings.TrimSpace(out) != "[]" {
+		t.Errorf("rejected commands stored routes: %s", out)
 	}
 }

@@ -86,6 +86,7 @@ func runWorker(stderr io.Writer) error {
 	coord.AddTask(coordinator.RetentionTask(st, cfg.CoordinatorConfig.LogRetentionDays, logger))
 	coord.AddTask(coordinator.CheckpointTask(st, logger))
 	coord.AddTask(admin.RollupTask(st, logger))
+	coord.AddTask(worker.NewHealthChecker(st, cfg.RoutingConfig, logger).Task())
 
 	adm, err := admin.New(admin.Deps{
 		Store:      st,

@@ -212,6 +212,9 @@ func (p *fastParser) str(dst *string) bool {
 	for j := p.i + 1; j < len(p.b); j++ {
 		switch c := p.b[j]; {
 		case c == '"':
+			if !utf8.Valid(p.b[p.i+1 : j]) {
+				return false // encoding/json replaces invalid bytes with U+FFFD
+			}
 			*dst = string(p.b[p.i+1 : j])
 			p.i = j + 1
 			return true
@@ -236,8 +239,8 @@ func (p *fastParser) int(dst *int64) bool {
 		}
 		n = n*10 + int64(p.b[j]-'0')
 	}
-	if j == start {
-		return false
+	if j == start || (j-start > 1 && p.b[start] == '0') {
+		return false // JSON has no leading zeros; encoding/json refuses the line
 	}
 	if neg {
 		n = -n

@@ -53,6 +53,11 @@ type Config struct {
 	// MaxResponseBytes bounds a buffered (non-stream) response body; streams
 	// are not bounded (default 64 MiB).
 	MaxResponseBytes int `envconfig:"UPSTREAM_MAX_RESPONSE_BYTES" default:"67108864" desc:"largest non-stream upstream response body in bytes (default 64 MiB)"`
+	// AllowPrivate says which non-public addresses upstream connections may go
+	// to; see AddressPolicy. "loopback" (the default, also for ""), "true" or
+	// "false". Checked on the address actually dialled, after DNS. An invalid
+	// value refuses like "false": a typo must not open the internal network.
+	AllowPrivate string `envconfig:"ALLOW_PRIVATE_UPSTREAMS" default:"loopback" desc:"which non-public upstream addresses may be dialled: loopback (default: this machine only, for local model servers and mockllm), true (also private, link-local and CGNAT ranges), false (public addresses only)"`
 	// RootCAs verifies upstream certificates; nil means the system roots.
 	// Tests set it to trust their own server.
 	RootCAs *x509.CertPool `ignored:"true" desc:"certificate pool for upstream TLS; nil means the system roots"`
@@ -66,6 +71,12 @@ const (
 	DefaultMaxIdleConnsPerHost   = 256
 	DefaultMaxResponseBytes      = 64 << 20
 )
+
+// Validate reports a field value New would not use as given.
+func (c Config) Validate() error {
+	_, err := ParsePolicy(c.AllowPrivate)
+	return err
+}
 
 func (c Config) withDefaults() Config {
 	if c.ConnectTimeout <= 0 {
@@ -85,6 +96,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxConnsPerHost < 0 {
 		c.MaxConnsPerHost = 0
+	}
+	if c.AllowPrivate == "" {
+		c.AllowPrivate = AllowLoopback
 	}
 	return c
 }
@@ -187,9 +201,14 @@ func (c *Client) Retries() int64 { return c.retries.Load() }
 // New returns a Client with cfg's zero fields set to their defaults.
 func New(cfg Config) *Client {
 	cfg = cfg.withDefaults()
+	policy, err := ParsePolicy(cfg.AllowPrivate)
+	if err != nil {
+		policy = AddressPolicy{} // public only; Config.Validate reports the value
+	}
 	c := &Client{
-		cfg:         cfg,
-		dialer:      net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second},
+		cfg: cfg,
+		// Control sees the numeric address after DNS, right before connect(2).
+		dialer:      net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second, Control: policy.control},
 		tlsSessions: tls.NewLRUClientSessionCache(256),
 		now:         time.Now,
 	}
@@ -301,6 +320,15 @@ func (c *Client) newPool(key, scheme, host string) (*hostPool, error) {
 		}
 	default:
 		return nil, &Error{Op: OpDial, Addr: host, Err: errBadScheme}
+	}
+	// Numeric hosts in inet_aton spellings (127.1, 0x7f000001, 0177.0.0.1) are
+	// dialled as the address they denote. Go's resolver would send them to DNS as
+	// names, libc's would read them as numbers; dialling the number makes both
+	// builds agree, keeps them out of DNS, and the address check sees it as is.
+	if h, port, err := net.SplitHostPort(p.addr); err == nil {
+		if ip, ok := ParseHostIP(h); ok {
+			p.addr = net.JoinHostPort(ip.String(), port)
+		}
 	}
 	m := make(map[string]*hostPool, len(old)+1)
 	for k, v := range old {

@@ -163,11 +163,11 @@ func TestAdminBrowser(t *testing.T) {
 	run("open login", chromedp.Navigate(base+"/dashboard"), chromedp.WaitVisible(css("#login-form")))
 	screenshot("login")
 	run("sign in", chromedp.SendKeys(css("#username"), "admin"), chromedp.SendKeys(css("#password"), "admin123"),
-		chromedp.Submit(css("#login-form")), chromedp.WaitVisible(css("#password-form")))
+		chromedp.Click(css("#login-form button[type=submit]")), chromedp.WaitVisible(css("#password-form")))
 	screenshot("forced-password-change")
 	const newPassword = "browser-admin-password-1"
 	run("change password", chromedp.SendKeys(css("#current"), "admin123"), chromedp.SendKeys(css("#new"), newPassword),
-		chromedp.SendKeys(css("#confirm"), newPassword), chromedp.Submit(css("#password-form")), chromedp.WaitVisible(css("#total-requests")))
+		chromedp.SendKeys(css("#confirm"), newPassword), chromedp.Click(css("#password-form button[type=submit]")), chromedp.WaitVisible(css("#total-requests")))
 	before := text("#total-requests")
 	screenshot("dashboard-empty")
 

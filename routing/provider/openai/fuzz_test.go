@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"bytes"
 	"encoding/json"
 	"testing"
 	"unicode/utf8"
@@ -57,6 +58,58 @@ func FuzzScanRewrite(f *testing.F) {
 			if so == nil || so["include_usage"] != true {
 				t.Fatalf("forced rewrite of %q has stream_options %v: %q", body, got["stream_options"], out)
 			}
+		}
+	})
+}
+
+// FuzzParseUsage: the usage reader never panics on an upstream's bytes (a
+// response body or an SSE data line), never reports negative token counts
+// (they become negative costs), and on a well-formed chunk whose only "usage"
+// key is the top-level one it reads what encoding/json reads.
+func FuzzParseUsage(f *testing.F) {
+	seeds := []string{
+		`{"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":5,"total_tokens":14}}`,
+		`{"choices":[{"delta":{"content":"\"usage\": {\"prompt_tokens\": 99}"}}],"usage":{"prompt_tokens":1,"completion_tokens":2}}`,
+		`{"usage":{"prompt_tokens_details":{"cached_tokens":5},"completion_tokens":7,"prompt_tokens":8}}`,
+		`{"usage":null}`, `{"usage":{"prompt_tokens":`, `"usage":`, `{"usage":{"prompt_tokens":-1}}`,
+		`{"usage":{"prompt_tokens":99999999999999999999999,"completion_tokens":1}}`,
+		`{"choices":[],"usage":{"prompt_tokens":1}}`, `{"choices" : [ ] , "usage":{"prompt_tokens":0}}`,
+		``, `[DONE]`,
+	}
+	for _, s := range seeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		u, ok := ParseUsage(b)
+		only := IsUsageOnlyChunk(b)
+		if !ok {
+			if u != (Usage{}) {
+				t.Fatalf("ParseUsage(%q) = %+v with ok false", b, u)
+			}
+			if only {
+				t.Fatalf("IsUsageOnlyChunk(%q) is true without a usage object", b)
+			}
+			return
+		}
+		if u.PromptTokens < 0 || u.CompletionTokens < 0 {
+			t.Fatalf("ParseUsage(%q) = %+v: negative token count", b, u)
+		}
+		var chunk struct {
+			Usage *struct {
+				PromptTokens     *int `json:"prompt_tokens"`
+				CompletionTokens *int `json:"completion_tokens"`
+			} `json:"usage"`
+		}
+		if bytes.Count(b, []byte(`"usage"`)) != 1 || bytes.Count(b, []byte(`"prompt_tokens"`)) != 1 ||
+			bytes.Count(b, []byte(`"completion_tokens"`)) > 1 || bytes.IndexByte(b, '\\') >= 0 ||
+			json.Unmarshal(b, &chunk) != nil || chunk.Usage == nil || chunk.Usage.PromptTokens == nil {
+			return
+		}
+		if *chunk.Usage.PromptTokens != u.PromptTokens {
+			t.Fatalf("ParseUsage(%q) prompt_tokens = %d, encoding/json reads %d", b, u.PromptTokens, *chunk.Usage.PromptTokens)
+		}
+		if c := chunk.Usage.CompletionTokens; c != nil && *c != u.CompletionTokens {
+			t.Fatalf("ParseUsage(%q) completion_tokens = %d, encoding/json reads %d", b, u.CompletionTokens, *c)
 		}
 	})
 }

@@ -44,64 +44,124 @@ type Request struct {
 	unquote []byte
 }
 
-// ScanRequest validates body as JSON and fills r with its top-level fields.
-// It allocates nothing for bodies whose model name has no escapes.
+// ScanRequest validates body and fills r with its top-level fields. It allocates
+// nothing for bodies whose model name and keys have no escapes.
+//
+// Validation is one pass over the body and refuses, besides malformed JSON:
+// nesting deeper than MaxDepth, more than MaxMessages entries in "messages",
+// strings that are not valid UTF-8, a top-level key given twice, and top-level
+// fields that would choose the upstream (api_base, api_key, ...). A hostile body
+// is refused as soon as the pass reaches the offending byte.
 func ScanRequest(body []byte, r *Request) error {
 	*r = Request{model: span{-1, -1}, streamOptions: span{-1, -1}, includeUsage: span{-1, -1}, unquote: r.unquote[:0]}
-	if !json.Valid(body) {
+	v := validator{b: body}
+	i := skipSpace(body, 0)
+	if i >= len(body) {
 		return ErrInvalidJSON
 	}
-	i := skipSpace(body, 0)
-	if i >= len(body) || body[i] != '{' {
+	if body[i] != '{' {
+		end, err := v.value(i, 1)
+		if err != nil {
+			return err
+		}
+		if skipSpace(body, end) != len(body) {
+			return ErrInvalidJSON
+		}
 		return ErrNotObject
 	}
 	i = skipSpace(body, i+1)
-	if body[i] == '}' {
+	if i < len(body) && body[i] == '}' {
 		r.empty = true
 		r.closeBrace = i
+		if skipSpace(body, i+1) != len(body) {
+			return ErrInvalidJSON
+		}
 		return ErrModelMissing
 	}
+	var keys keySet
+	// fieldErr is the first complaint about a field's content. It is returned only
+	// once the whole body has proved well-formed, so malformed JSON always reads as
+	// ErrInvalidJSON, whatever came before the break.
+	var fieldErr error
 	for {
-		// Key. json.Valid guarantees the grammar, so only the spans need finding.
+		if i >= len(body) || body[i] != '"' {
+			return ErrInvalidJSON
+		}
 		ks := i
-		ke := skipString(body, i)
+		ke, escaped, err := v.str(i)
+		if err != nil {
+			return err
+		}
 		key := body[ks+1 : ke-1]
-		if bytes.IndexByte(key, '\\') >= 0 {
+		if escaped {
 			// Decoders unescape keys: "mod\u0065l" is "model" to the upstream.
-			var k string
-			if json.Unmarshal(body[ks:ke], &k) == nil {
-				key = []byte(k)
+			key = unescapeKey(body[ks:ke])
+		}
+		if fieldErr == nil {
+			if !keys.add(key) {
+				fieldErr = &KeyError{Err: ErrDuplicateKey, Key: string(key)}
+			} else if isUpstreamKey(key) {
+				fieldErr = &KeyError{Err: ErrUpstreamOverride, Key: string(key)}
 			}
 		}
 		i = skipSpace(body, ke)
-		i = skipSpace(body, i+1) // ':'
-		vs := i
-		ve := skipValue(body, i)
-		switch {
-		case bytes.Equal(key, []byte("model")):
+		if i >= len(body) || body[i] != ':' {
+			return ErrInvalidJSON
+		}
+		vs := skipSpace(body, i+1)
+		var ve int
+		if string(key) == "messages" && vs < len(body) && body[vs] == '[' {
+			ve, err = v.array(vs, 2, MaxMessages)
+		} else {
+			ve, err = v.value(vs, 2)
+		}
+		if err != nil {
+			return err
+		}
+		switch string(key) {
+		case "model":
 			r.model = span{vs, ve}
-		case bytes.Equal(key, []byte("stream")):
+		case "stream":
 			switch string(body[vs:ve]) {
 			case "true":
 				r.Stream = true
 			case "false", "null":
 				r.Stream = false
 			default:
-				return ErrStreamType
+				if fieldErr == nil {
+					fieldErr = ErrStreamType
+				}
 			}
-		case bytes.Equal(key, []byte("stream_options")):
+		case "stream_options":
 			r.streamOptions = span{vs, ve}
-		case bytes.Equal(key, []byte("user")):
+		case "user":
 			if body[vs] == '"' {
 				r.User = body[vs+1 : ve-1]
 			}
+		case "messages":
+			// null is what SDKs send for "not given"; the upstream decides.
+			if body[vs] != '[' && body[vs] != 'n' && fieldErr == nil {
+				fieldErr = ErrMessagesType
+			}
 		}
 		i = skipSpace(body, ve)
+		if i >= len(body) {
+			return ErrInvalidJSON
+		}
 		if body[i] == '}' {
 			r.closeBrace = i
+			if skipSpace(body, i+1) != len(body) {
+				return ErrInvalidJSON
+			}
 			break
 		}
-		i = skipSpace(body, i+1) // ','
+		if body[i] != ',' {
+			return ErrInvalidJSON
+		}
+		i = skipSpace(body, i+1)
+	}
+	if fieldErr != nil {
+		return fieldErr
 	}
 	if !r.model.ok() || string(body[r.model.start:r.model.end]) == "null" {
 		return ErrModelMissing

@@ -3,9 +3,11 @@ package openai
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestScanRequest(t *testing.T) {
@@ -38,7 +40,15 @@ func TestScanRequest(t *testing.T) {
 		{"user", `{"model":"m","user":"user-123"}`, "m", false, false, "user-123"},
 		{"user not a string", `{"model":"m","user":42}`, "m", false, false, ""},
 		{"whitespace everywhere", " \n\t{ \r\n \"model\" :\t\"m\" ,\n \"stream\"  :  true ,\"stream_options\" : { \"include_usage\" : true } } \n", "m", true, true, ""},
-		{"duplicate model: last wins like encoding/json", `{"model":"first","model":"second"}`, "second", false, false, ""},
+		{"messages null", `{"model":"m","messages":null}`, "m", false, false, ""},
+		{"upstream-like key nested is data", `{"model":"m","metadata":{"api_base":"x","base_url":"y"}}`, "m", false, false, ""},
+		{"upstream-like key in a different case", `{"model":"m","API_BASE":"x"}`, "m", false, false, ""},
+		{"same key in two nested objects", `{"a":{"k":1},"b":{"k":2},"model":"m"}`, "m", false, false, ""},
+		{"nested duplicate is the upstream's business", `{"model":"m","a":{"k":1,"k":2}}`, "m", false, false, ""},
+		{"many top-level keys", manyKeys(40, ""), "m", false, false, ""},
+		{"depth 64", `{"model":"m","x":` + nest(63) + `}`, "m", false, false, ""},
+		{"2048 messages", `{"model":"m","messages":` + messages(2048) + `}`, "m", false, false, ""},
+		{"valid multi-byte UTF-8", `{"model":"m","messages":[{"content":"żółć 😀 ∑"}]}`, "m", false, false, ""},
 		{"big numbers and nesting", `{"temperature":1.5e-3,"n":1,"logit_bias":{"50256":-100},"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],"model":"m"}`, "m", false, false, ""},
 	}
 	for _, tt := range tests {
@@ -91,12 +101,137 @@ func TestScanRequestErrors(t *testing.T) {
 		{"stream string", `{"model":"m","stream":"true"}`, ErrStreamType},
 		{"stream number", `{"model":"m","stream":1}`, ErrStreamType},
 		{"stream object", `{"model":"m","stream":{}}`, ErrStreamType},
+		{"field error but malformed later", `{"model":"m","stream":"yes",}`, ErrInvalidJSON},
+		{"bad escape", `{"model":"m\x"}`, ErrInvalidJSON},
+		{"short unicode escape", `{"model":"m\u12"}`, ErrInvalidJSON},
+		{"raw control character", "{\"model\":\"m\x01\"}", ErrInvalidJSON},
+		{"leading zero", `{"model":"m","n":01}`, ErrInvalidJSON},
+		{"bare minus", `{"model":"m","n":-}`, ErrInvalidJSON},
+		{"dot without digits", `{"model":"m","n":1.}`, ErrInvalidJSON},
+		{"exponent without digits", `{"model":"m","n":1e+}`, ErrInvalidJSON},
+		{"bad literal", `{"model":"m","x":nul}`, ErrInvalidJSON},
+		{"missing colon", `{"model" "m"}`, ErrInvalidJSON},
+		{"unclosed nested", `{"model":"m","x":[1,2}`, ErrInvalidJSON},
+		{"two values", `{"model":"m"}{}`, ErrInvalidJSON},
+		{"duplicate model", `{"model":"first","model":"second"}`, ErrDuplicateKey},
+		{"duplicate after escapes", `{"model":"allowed","mod\u0065l":"other"}`, ErrDuplicateKey},
+		{"duplicate messages", `{"model":"m","messages":[],"messages":[]}`, ErrDuplicateKey},
+		{"duplicate past the inline set", manyKeys(40, `"k39":0`), ErrDuplicateKey},
+		{"api_base", `{"model":"m","api_base":"http://169.254.169.254/"}`, ErrUpstreamOverride},
+		{"base_url", `{"base_url":"http://10.0.0.1/","model":"m"}`, ErrUpstreamOverride},
+		{"api_key", `{"model":"m","api_key":"sk-stolen"}`, ErrUpstreamOverride},
+		{"api_version", `{"model":"m","api_version":"2024-01-01"}`, ErrUpstreamOverride},
+		{"organization", `{"model":"m","organization":"org-1"}`, ErrUpstreamOverride},
+		{"escaped api_base", `{"model":"m","api\u005fbase":"x"}`, ErrUpstreamOverride},
+		{"depth 65", `{"model":"m","x":` + nest(64) + `}`, ErrTooDeep},
+		{"deep object bomb", `{"model":"m","x":` + strings.Repeat(`{"a":`, 100000), ErrTooDeep},
+		{"deep array at top", strings.Repeat("[", 100000), ErrTooDeep},
+		{"2049 messages", `{"model":"m","messages":` + messages(2049) + `}`, ErrTooManyMessages},
+		{"messages string", `{"model":"m","messages":"hi"}`, ErrMessagesType},
+		{"messages object", `{"model":"m","messages":{"role":"user"}}`, ErrMessagesType},
+		{"invalid UTF-8 in value", "{\"model\":\"m\",\"messages\":[{\"content\":\"\xff\"}]}", ErrInvalidUTF8},
+		{"invalid UTF-8 in key", "{\"model\":\"m\",\"\xc3\x28\":1}", ErrInvalidUTF8},
+		{"truncated UTF-8", "{\"model\":\"m\xe2\x82\"}", ErrInvalidUTF8},
+		{"overlong UTF-8", "{\"model\":\"\xc0\xafm\"}", ErrInvalidUTF8},
+		{"UTF-8 surrogate", "{\"model\":\"\xed\xa0\x80\"}", ErrInvalidUTF8},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var r Request
 			if err := ScanRequest([]byte(tt.body), &r); !errors.Is(err, tt.want) {
 				t.Errorf("ScanRequest(%q) error = %v, want %v", tt.body, err, tt.want)
+			}
+		})
+	}
+}
+
+// nest returns n nested arrays around a number: nest(2) is [[1]].
+func nest(n int) string { return strings.Repeat("[", n) + "1" + strings.Repeat("]", n) }
+
+// messages returns a messages array of n entries.
+func messages(n int) string {
+	return "[" + strings.TrimSuffix(strings.Repeat(`{"role":"user","content":"x"},`, n), ",") + "]"
+}
+
+// manyKeys returns an object with model, n distinct keys k0... and, if extra is
+// not empty, the member extra last.
+func manyKeys(n int, extra string) string {
+	var b strings.Builder
+	b.WriteString(`{"model":"m"`)
+	for i := range n {
+		fmt.Fprintf(&b, `,"k%d":%d`, i, i)
+	}
+	if extra != "" {
+		b.WriteString("," + extra)
+	}
+	return b.String() + "}"
+}
+
+func TestScanRequestErrorMessages(t *testing.T) {
+	tests := []struct {
+		body string
+		want string
+	}{
+		{`{"model":"a","model":"b"}`, "duplicate key 'model'"},
+		{`{"model":"m","api_base":"http://x"}`, "the request may not choose the upstream: 'api_base' is not accepted"},
+		{`{"model":"m","x":` + nest(80) + `}`, ErrTooDeep.Error()},
+		{`{"model":"m","messages":` + messages(3000) + `}`, "'messages' may hold at most 2048 entries"},
+	}
+	for _, tt := range tests {
+		var r Request
+		err := ScanRequest([]byte(tt.body), &r)
+		if err == nil || err.Error() != tt.want {
+			t.Errorf("ScanRequest(%.40q...) error = %v, want %q", tt.body, err, tt.want)
+		}
+	}
+}
+
+// TestScanRequestAgreesWithEncodingJSON: on well-formed input within the limits,
+// the validator accepts exactly what encoding/json accepts.
+func TestScanRequestAgreesWithEncodingJSON(t *testing.T) {
+	bodies := []string{
+		`{"model":"m","n":-0.5e10,"x":[true,false,null,{},[],""],"s":"\u00e9\n\t\/"}`,
+		`{"model":"m","n":1E5}`, `{"model":"m","n":-0}`, `{"model":"m","n":0.0}`,
+		`{"model":"m","n":+1}`, `{"model":"m","n":.5}`, `{"model":"m","n":0x10}`,
+		`{"model":"m","x":[1,]}`, `{"model":"m","x":[,1]}`, `{"model":"m","x":{"a"}}`,
+		`{"model":"m","x":tru}`, `{"model":"m","x":"\ud800"}`, "{\"model\":\"m\"}\n\t ",
+	}
+	for _, body := range bodies {
+		var r Request
+		err := ScanRequest([]byte(body), &r)
+		if got, want := err == nil, json.Valid([]byte(body)); got != want {
+			t.Errorf("ScanRequest(%s) accepted = %v (err %v), encoding/json Valid = %v", body, got, err, want)
+		}
+	}
+}
+
+// TestScanRequestBombs: the bodies a hostile client sends to burn CPU or memory
+// are refused quickly; 10 MB in well under the 100 ms the gateway allows itself.
+func TestScanRequestBombs(t *testing.T) {
+	const size = 10 << 20
+	tests := []struct {
+		name string
+		body []byte
+		want error
+	}{
+		{"deep arrays", []byte(strings.Repeat("[", size)), ErrTooDeep},
+		{"deep objects", []byte(`{"model":"m","x":` + strings.Repeat(`{"a":`, size/5)), ErrTooDeep},
+		{"huge messages", []byte(`{"model":"m","messages":[` + strings.Repeat(`{},`, size/3) + `{}]}`), ErrTooManyMessages},
+		{"huge other array", []byte(`{"model":"m","x":[` + strings.Repeat(`0,`, size/2) + `0],"api_key":"k"}`), ErrUpstreamOverride},
+		{"huge string with a bad byte at the end", []byte(`{"model":"m","x":"` + strings.Repeat("a", size) + "\xff\"}"), ErrInvalidUTF8},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var r Request
+			start := time.Now()
+			err := ScanRequest(tt.body, &r)
+			took := time.Since(start)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("error = %v, want %v", err, tt.want)
+			}
+			// Generous for -race and a loaded CI machine; without them it is a few ms.
+			if took > time.Second {
+				t.Errorf("refusing a %d-byte bomb took %s", len(tt.body), took)
 			}
 		})
 	}
@@ -250,5 +385,19 @@ func BenchmarkScanRewrite(b *testing.B) {
 			b.Fatal(err)
 		}
 		dst = AppendRewrite(dst[:0], body, &r, "gpt-4o-mini-2024-07-18", true)
+	}
+}
+
+// BenchmarkScanBomb measures the refusal of a 10 MB body that is valid JSON up to
+// its last byte; the validator reads all of it, so this is the worst case.
+func BenchmarkScanBomb(b *testing.B) {
+	body := []byte(`{"model":"m","x":[` + strings.Repeat(`"abc",1.5,{"k":[true]},`, 10<<20/22) + `0],"api_key":"k"}`)
+	var r Request
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := ScanRequest(body, &r); !errors.Is(err, ErrUpstreamOverride) {
+			b.Fatal(err)
+		}
 	}
 }
