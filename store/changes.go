@@ -16,6 +16,7 @@ type Generations struct {
 	Upstreams int64 // upstreams and deployments
 	Settings  int64 // settings
 	Health    int64 // upstream_health (a flip of an upstream's healthy flag)
+	Prices    int64 // prices
 }
 
 // Generations reads all counters (routes count as upstreams) in one statement; workers call it every 250 ms.
@@ -33,6 +34,8 @@ func (s *Store) Generations(ctx context.Context) (Generations, error) {
 					g.Settings = stmt.ColumnInt64(1)
 				case "health":
 					g.Health = stmt.ColumnInt64(1)
+				case "prices":
+					g.Prices = stmt.ColumnInt64(1)
 				}
 				return nil
 			},

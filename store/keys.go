@@ -27,6 +27,8 @@ type APIKey struct {
 	CreatedAt time.Time
 	ExpiresAt time.Time // zero: never expires
 	RevokedAt time.Time // zero: not revoked
+	UserID    int64     // owner; 0: none (created by the CLI)
+	Limits    KeyLimits
 }
 
 // State reports "revoked", "expired" or "active" at now. Revocation wins over expiry
@@ -39,6 +41,50 @@ func (k *APIKey) State(now time.Time) string {
 		return KeyExpired
 	}
 	return KeyActive
+}
+
+// KeyLimits are a key's own limits; 0 means none (the global default applies).
+type KeyLimits struct {
+	RPM            int64  // requests in any 60 s
+	TPM            int64  // tokens in any 60 s
+	MaxParallel    int64  // requests in flight at once
+	BudgetMicroUSD int64  // spend per BudgetPeriod, micro-USD
+	BudgetTokens   int64  // tokens per BudgetPeriod
+	BudgetPeriod   string // day, month or total; "" with no budget
+}
+
+func nullPositive(v int64) any {
+	if v <= 0 {
+		return nil
+	}
+	return v
+}
+
+// SetAPIKeyLimits replaces key id's limits; ErrNotFound when there is no such key.
+func (s *Store) SetAPIKeyLimits(ctx context.Context, id int64, l KeyLimits) error {
+	var period any
+	if l.BudgetPeriod != "" {
+		period = l.BudgetPeriod
+	}
+	err := s.write(ctx, func(conn *sqlite.Conn) error {
+		err := sqlitex.Execute(conn, `UPDATE api_keys SET rpm = :rpm, tpm = :tpm, max_parallel = :par,
+budget_micro_usd = :bmu, budget_tokens = :btok, budget_period = :period WHERE id = :id`, &sqlitex.ExecOptions{
+			Named: map[string]any{":id": id, ":rpm": nullPositive(l.RPM), ":tpm": nullPositive(l.TPM),
+				":par": nullPositive(l.MaxParallel), ":bmu": nullPositive(l.BudgetMicroUSD),
+				":btok": nullPositive(l.BudgetTokens), ":period": period},
+		})
+		if err != nil {
+			return err
+		}
+		if conn.Changes() == 0 {
+			return ErrNotFound
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: set limits of api key %d: %w", id, err)
+	}
+	return nil
 }
 
 // CreateAPIKey stores k (ID is ignored; a zero CreatedAt means now) and returns its id.
@@ -57,8 +103,18 @@ func (s *Store) CreateAPIKey(ctx context.Context, k APIKey) (int64, error) {
 	}
 	var id int64
 	err := s.write(ctx, func(conn *sqlite.Conn) error {
-		err := sqlitex.Execute(conn, `INSERT INTO api_keys(name, hash, prefix, models, created_at, expires_at, revoked_at)
-VALUES (:name, :hash, :prefix, :models, :created, :expires, :revoked)`, &sqlitex.ExecOptions{
+		var period any
+		if k.Limits.BudgetPeriod != "" {
+			period = k.Limits.BudgetPeriod
+		}
+		var user any
+		if k.UserID > 0 {
+			user = k.UserID
+		}
+		err := sqlitex.Execute(conn, `INSERT INTO api_keys(name, hash, prefix, models, created_at, expires_at, revoked_at,
+    user_id, rpm, tpm, max_parallel, budget_micro_usd, budget_tokens, budget_period)
+VALUES (:name, :hash, :prefix, :models, :created, :expires, :revoked,
+    :user, :rpm, :tpm, :par, :bmu, :btok, :period)`, &sqlitex.ExecOptions{
 			Named: map[string]any{
 				":name":    k.Name,
 				":hash":    k.Hash[:],
@@ -67,6 +123,13 @@ VALUES (:name, :hash, :prefix, :models, :created, :expires, :revoked)`, &sqlitex
 				":created": k.CreatedAt.Unix(),
 				":expires": nullUnix(k.ExpiresAt),
 				":revoked": nullUnix(k.RevokedAt),
+				":user":    user,
+				":rpm":     nullPositive(k.Limits.RPM),
+				":tpm":     nullPositive(k.Limits.TPM),
+				":par":     nullPositive(k.Limits.MaxParallel),
+				":bmu":     nullPositive(k.Limits.BudgetMicroUSD),
+				":btok":    nullPositive(k.Limits.BudgetTokens),
+				":period":  period,
 			},
 		})
 		if err != nil {
@@ -88,7 +151,9 @@ VALUES (:name, :hash, :prefix, :models, :created, :expires, :revoked)`, &sqlitex
 func (s *Store) ListAPIKeys(ctx context.Context) ([]APIKey, error) {
 	var keys []APIKey
 	err := s.read(ctx, func(conn *sqlite.Conn) error {
-		return sqlitex.Execute(conn, `SELECT id, name, hash, prefix, models, created_at, expires_at, revoked_at
+		return sqlitex.Execute(conn, `SELECT id, name, hash, prefix, models, created_at, expires_at, revoked_at,
+    coalesce(user_id, 0), coalesce(rpm, 0), coalesce(tpm, 0), coalesce(max_parallel, 0),
+    coalesce(budget_micro_usd, 0), coalesce(budget_tokens, 0), coalesce(budget_period, '')
 FROM api_keys ORDER BY id`, &sqlitex.ExecOptions{
 			ResultFunc: func(stmt *sqlite.Stmt) error {
 				k := APIKey{
@@ -98,6 +163,15 @@ FROM api_keys ORDER BY id`, &sqlitex.ExecOptions{
 					CreatedAt: time.Unix(stmt.ColumnInt64(5), 0),
 					ExpiresAt: columnUnix(stmt, 6),
 					RevokedAt: columnUnix(stmt, 7),
+					UserID:    stmt.ColumnInt64(8),
+					Limits: KeyLimits{
+						RPM:            stmt.ColumnInt64(9),
+						TPM:            stmt.ColumnInt64(10),
+						MaxParallel:    stmt.ColumnInt64(11),
+						BudgetMicroUSD: stmt.ColumnInt64(12),
+						BudgetTokens:   stmt.ColumnInt64(13),
+						BudgetPeriod:   stmt.ColumnText(14),
+					},
 				}
 				if n := stmt.ColumnLen(2); n != len(k.Hash) {
 					return fmt.Errorf("api key %d: hash is %d bytes, want %d", k.ID, n, len(k.Hash))

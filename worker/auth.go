@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/llm-proxy/llm-proxy/store"
+	"github.com/llm-proxy/llm-proxy/worker/limits"
 )
 
 // keyEntry is one API key in a worker's memory.
@@ -18,6 +19,9 @@ type keyEntry struct {
 	modelList []string
 	expires   int64 // unix seconds; 0 never
 	revoked   bool
+	userID    int64
+	// limits are the key's own limits merged over the configured defaults.
+	limits limits.Limits
 }
 
 func (k *keyEntry) allows(model []byte) bool {
@@ -34,10 +38,11 @@ type keySnapshot struct {
 	byHash map[[32]byte]*keyEntry
 }
 
-func newKeySnapshot(keys []store.APIKey) *keySnapshot {
+func newKeySnapshot(keys []store.APIKey, cfg Config) *keySnapshot {
 	s := &keySnapshot{byHash: make(map[[32]byte]*keyEntry, len(keys))}
 	for _, k := range keys {
-		e := &keyEntry{id: k.ID, name: k.Name, revoked: !k.RevokedAt.IsZero()}
+		e := &keyEntry{id: k.ID, name: k.Name, revoked: !k.RevokedAt.IsZero(), userID: k.UserID,
+			limits: keyLimits(k.Limits, cfg)}
 		if !k.ExpiresAt.IsZero() {
 			e.expires = k.ExpiresAt.Unix()
 		}

@@ -114,7 +114,7 @@ func TestAuthenticateSnapshot(t *testing.T) {
 		{ID: 3, Name: "c", Hash: sha256.Sum256([]byte("sk-c")), ExpiresAt: now.Add(time.Second)},
 		{ID: 4, Name: "d", Hash: sha256.Sum256([]byte("sk-d")), RevokedAt: now.Add(-time.Hour), ExpiresAt: now.Add(-time.Hour)},
 		{ID: 5, Name: "e", Hash: sha256.Sum256([]byte("sk-e")), Models: []string{"m2", "m1"}},
-	})
+	}, Config{})
 	tests := []struct {
 		header string
 		id     int64

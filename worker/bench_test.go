@@ -25,7 +25,7 @@ func benchKeySnapshot(n int) (*keySnapshot, []byte) {
 			keys[i].Models = []string{"gpt-4o", "gpt-4o-mini", "text-embedding-3-small"}
 		}
 	}
-	return newKeySnapshot(keys), []byte("Bearer " + benchKey(n/2+1))
+	return newKeySnapshot(keys, Config{}), []byte("Bearer " + benchKey(n/2+1))
 }
 
 // benchTable is the routing table the worker builds from three upstreams.

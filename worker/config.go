@@ -12,13 +12,16 @@ type Config struct {
 	MaxBodyBytes int `envconfig:"MAX_BODY_BYTES" default:"33554432" desc:"largest accepted request body in bytes (default 32 MiB); larger bodies get 413"`
 	// Upstream holds the upstream client's settings (UPSTREAM_TIMEOUT, UPSTREAM_CONNECT_TIMEOUT, ...).
 	upstream.Config
-	FirstByteTimeout  time.Duration `envconfig:"FIRST_BYTE_TIMEOUT" default:"300s" desc:"a stream whose first bytes take longer fails over to another deployment"`
-	StreamIdleTimeout time.Duration `envconfig:"STREAM_IDLE_TIMEOUT" default:"120s" desc:"a stream silent this long is ended with an SSE error event and [DONE]"`
-	RequestTimeout    time.Duration `envconfig:"REQUEST_TIMEOUT" default:"600s" desc:"bound on one request's attempt chain (every retry and fallback) until an answer starts; a stream that has started is not cut by it"`
-	ReadTimeout       time.Duration `envconfig:"READ_TIMEOUT" default:"60s" desc:"time allowed to read one client request (headers and body)"`
-	IdleTimeout       time.Duration `envconfig:"IDLE_TIMEOUT" default:"120s" desc:"keep-alive connections idle longer than this are closed"`
-	PprofAddr         string        `envconfig:"PPROF_ADDR" default:"" desc:"if set (loopback host:port), each worker serves net/http/pprof at port + its slot number; off by default"`
-	ShutdownTimeout   time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"30s" desc:"on SIGTERM, how long in-flight requests and open streams may take to finish"`
+	FirstByteTimeout   time.Duration `envconfig:"FIRST_BYTE_TIMEOUT" default:"300s" desc:"a stream whose first bytes take longer fails over to another deployment"`
+	StreamIdleTimeout  time.Duration `envconfig:"STREAM_IDLE_TIMEOUT" default:"120s" desc:"a stream silent this long is ended with an SSE error event and [DONE]"`
+	RequestTimeout     time.Duration `envconfig:"REQUEST_TIMEOUT" default:"600s" desc:"bound on one request's attempt chain (every retry and fallback) until an answer starts; a stream that has started is not cut by it"`
+	ReadTimeout        time.Duration `envconfig:"READ_TIMEOUT" default:"60s" desc:"time allowed to read one client request (headers and body)"`
+	IdleTimeout        time.Duration `envconfig:"IDLE_TIMEOUT" default:"120s" desc:"keep-alive connections idle longer than this are closed"`
+	DefaultRPM         int64         `envconfig:"DEFAULT_RPM" default:"0" desc:"requests per minute allowed to a key that sets none (0: unlimited)"`
+	DefaultTPM         int64         `envconfig:"DEFAULT_TPM" default:"0" desc:"tokens per minute allowed to a key that sets none (0: unlimited)"`
+	DefaultMaxParallel int64         `envconfig:"DEFAULT_MAX_PARALLEL" default:"0" desc:"requests in flight allowed to a key that sets none (0: unlimited)"`
+	PprofAddr          string        `envconfig:"PPROF_ADDR" default:"" desc:"if set (loopback host:port), each worker serves net/http/pprof at port + its slot number; off by default"`
+	ShutdownTimeout    time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"30s" desc:"on SIGTERM, how long in-flight requests and open streams may take to finish"`
 }
 
 // Validate reports the first invalid field, naming its environment variable.

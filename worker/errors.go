@@ -15,6 +15,7 @@ const (
 	classTimeout       = "upstream_timeout"
 	classClientClosed  = "client_closed"
 	classStreamBroken  = "stream_broken" // the upstream stream ended without [DONE]
+	classRateLimited   = "rate_limited"  // refused by the key's rate limit or budget
 	classStreamIdle    = "stream_idle"   // the upstream stream went silent past STREAM_IDLE_TIMEOUT
 	statusClientClosed = 499             // nginx's status for a client that went away
 )

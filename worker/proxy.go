@@ -13,6 +13,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/routing"
 	"github.com/llm-proxy/llm-proxy/routing/provider/openai"
 	"github.com/llm-proxy/llm-proxy/store/spool"
+	"github.com/llm-proxy/llm-proxy/worker/limits"
 )
 
 // endpoint is one proxied OpenAI API path.
@@ -41,6 +42,11 @@ type exchange struct {
 	line []byte // the encoded spool record
 	// attempts is the JSON array of upstream attempts being built for the record.
 	attempts []byte
+	// ticket is the limiter's reservation when admitted is set; hdr is scratch
+	// space for rate-limit header values.
+	ticket   limits.Ticket
+	admitted bool
+	hdr      []byte
 	started  time.Time
 }
 
@@ -99,6 +105,9 @@ func (w *Worker) serveProxy(ctx *fasthttp.RequestCtx, ep endpoint) {
 			"The model '"+x.rec.Model+"' does not exist or you do not have access to it.", classUnknownModel)
 		return
 	}
+	if !w.admit(ctx, x, key, body) {
+		return
+	}
 	w.dispatch(ctx, x, ep, pool, body, stream)
 }
 
@@ -115,6 +124,7 @@ func (w *Worker) reject(ctx *fasthttp.RequestCtx, x *exchange, status int, typ, 
 // runs before the last bytes of the response are handed to the client, so a
 // completed request always has its record.
 func (w *Worker) finish(x *exchange) {
+	w.settle(x)
 	x.rec.LatencyUs = time.Since(x.started).Microseconds()
 	if len(x.attempts) > 0 {
 		x.rec.Attempts = string(x.attempts)

@@ -22,6 +22,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/routing"
 	"github.com/llm-proxy/llm-proxy/store"
 	"github.com/llm-proxy/llm-proxy/store/spool"
+	"github.com/llm-proxy/llm-proxy/worker/limits"
 	"github.com/llm-proxy/llm-proxy/worker/upstream"
 )
 
@@ -45,6 +46,8 @@ type Deps struct {
 	// Counters, when set, are shared by every worker process (store/shm), so
 	// round_robin and least_connections count across workers; nil counts per process.
 	Counters routing.CounterSource
+	// Limiter enforces rate limits and budgets across workers; nil disables them.
+	Limiter *limits.Limiter
 }
 
 // Worker serves the gateway's HTTP API.
@@ -60,6 +63,8 @@ type Worker struct {
 	keys   atomic.Pointer[keySnapshot]
 	routes atomic.Pointer[routing.Table]
 	gens   store.Generations
+
+	prices atomic.Pointer[limits.PriceTable]
 
 	// book holds live routing state (health, circuits, counters) across table
 	// rebuilds; budget caps retries.
@@ -260,11 +265,19 @@ func (w *Worker) refresh(ctx context.Context, force bool) error {
 		if err != nil {
 			return fmt.Errorf("worker: load keys: %w", err)
 		}
-		w.keys.Store(newKeySnapshot(keys))
+		w.keys.Store(newKeySnapshot(keys, w.cfg))
 		w.gens.Keys = g.Keys
 		if !force {
 			w.logger.Debug("api keys reloaded", "count", len(keys))
 		}
+	}
+	if force || g.Prices != w.gens.Prices {
+		rows, err := w.deps.Store.Prices(ctx)
+		if err != nil {
+			return fmt.Errorf("worker: load prices: %w", err)
+		}
+		w.prices.Store(newPriceTable(rows))
+		w.gens.Prices = g.Prices
 	}
 	if force || g.Health != w.gens.Health {
 		hs, err := w.deps.Store.UpstreamHealths(ctx)

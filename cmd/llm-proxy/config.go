@@ -15,6 +15,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/coordinator"
 	"github.com/llm-proxy/llm-proxy/routing"
 	"github.com/llm-proxy/llm-proxy/store"
+	"github.com/llm-proxy/llm-proxy/store/shm"
 	"github.com/llm-proxy/llm-proxy/supervisor"
 	"github.com/llm-proxy/llm-proxy/worker"
 	"github.com/llm-proxy/llm-proxy/worker/admin"
@@ -40,6 +41,7 @@ type (
 	CoordinatorConfig = coordinator.Config
 	WorkerConfig      = worker.Config
 	RoutingConfig     = routing.Config
+	ShmConfig         = shm.Config
 )
 
 // Config is the whole process configuration: the top-level variables plus every package's
@@ -63,6 +65,7 @@ type Config struct {
 	CoordinatorConfig
 	WorkerConfig
 	RoutingConfig
+	ShmConfig
 
 	// sources maps a variable name without prefix (e.g. "PORT") to SourceEnv, SourceDB or
 	// SourceDefault. Unexported, so envconfig never sees it.
@@ -361,6 +364,9 @@ func (c *Config) finish() {
 	if c.SpoolDir == "" {
 		c.SpoolDir = filepath.Join(filepath.Dir(c.StoreConfig.Path), "spool")
 	}
+	if c.ShmConfig.Path == "" {
+		c.ShmConfig.Path = filepath.Join(filepath.Dir(c.StoreConfig.Path), "llm-proxy.shm")
+	}
 }
 
 // validate checks the top-level variables itself and then each package's Validate, rewriting
@@ -386,6 +392,7 @@ func (c *Config) validate() error {
 		c.CoordinatorConfig.Validate,
 		c.WorkerConfig.Validate,
 		c.RoutingConfig.Validate,
+		c.ShmConfig.Validate,
 	} {
 		if err := fn(); err != nil {
 			return c.rewrite(err)

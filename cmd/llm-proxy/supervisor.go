@@ -16,6 +16,7 @@ import (
 
 	"github.com/llm-proxy/llm-proxy/store"
 	"github.com/llm-proxy/llm-proxy/store/secret"
+	"github.com/llm-proxy/llm-proxy/store/shm"
 	"github.com/llm-proxy/llm-proxy/supervisor"
 	"github.com/llm-proxy/llm-proxy/worker/admin"
 )
@@ -63,6 +64,14 @@ func runSupervisor(stderr io.Writer) error {
 	// The config again with the settings table applied may set another level.
 	logger.SetLevel(levelOf(cfg.LogLevel))
 
+	// The supervisor maps the shared counters too, only to reap: a dead worker's
+	// in-flight counts and reservations are dropped as soon as it is reaped.
+	region, err := shm.Open(cfg.ShmConfig.Path, cfg.ShmConfig.Size)
+	if err != nil {
+		return err
+	}
+	defer region.Close()
+
 	sup, err := supervisor.New(cfg.SupervisorConfig, supervisor.Options{
 		Addr: cfg.Addr(),
 		// Command nil: the supervisor re-executes os.Executable()'s path at every start,
@@ -78,6 +87,9 @@ func runSupervisor(stderr io.Writer) error {
 				logger.Warn("could not release the lease of an exited worker", "slot", slot, "pid", pid, "error", err)
 			case released:
 				logger.Info("released the primary lease of an exited worker", "slot", slot, "pid", pid)
+			}
+			if n := region.Reap(); n > 0 {
+				logger.Debug("reaped shared counters of exited workers", "processes", n)
 			}
 		},
 	}, logger.Named("supervisor"))

@@ -17,10 +17,12 @@ import (
 	"github.com/llm-proxy/llm-proxy/coordinator"
 	"github.com/llm-proxy/llm-proxy/store"
 	"github.com/llm-proxy/llm-proxy/store/secret"
+	"github.com/llm-proxy/llm-proxy/store/shm"
 	"github.com/llm-proxy/llm-proxy/store/spool"
 	"github.com/llm-proxy/llm-proxy/supervisor"
 	"github.com/llm-proxy/llm-proxy/worker"
 	"github.com/llm-proxy/llm-proxy/worker/admin"
+	"github.com/llm-proxy/llm-proxy/worker/limits"
 )
 
 // spoolFileBytes is the size at which a worker seals its spool file and starts the next, so
@@ -74,6 +76,20 @@ func runWorker(stderr io.Writer) error {
 
 	id := coordinator.NewID(slot, pid, start)
 	logger = logger.With("worker_id", id)
+	// Shared memory: cross-worker counters for balancing, rate limits and budgets.
+	region, err := shm.Open(cfg.ShmConfig.Path, cfg.ShmConfig.Size)
+	if err != nil {
+		return err
+	}
+	defer region.Close()
+	limiter := limits.New(region, time.Now, logger.Named("limits"))
+	// Seed before serving: spend settled by earlier processes lives in the ledger;
+	// seeding after requests started would count their spend twice.
+	if rows, err := st.SpendIn(ctx, limits.PeriodKey(limits.PeriodDay, time.Now()), limits.PeriodKey(limits.PeriodMonth, time.Now()), "total"); err != nil {
+		return err
+	} else if _, err := limiter.SeedFrom(rows); err != nil {
+		return err
+	}
 	sp, err := spool.Create(cfg.SpoolDir, id, spoolFileBytes)
 	if err != nil {
 		return err
@@ -109,6 +125,8 @@ func runWorker(stderr io.Writer) error {
 		WorkerID: id,
 		Version:  version,
 		Routing:  cfg.RoutingConfig,
+		Counters: worker.SharedCounters(region),
+		Limiter:  limiter,
 	})
 	if err != nil {
 		sp.Close()
@@ -161,6 +179,16 @@ func runWorker(stderr io.Writer) error {
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error {
 			return w.Run(ctx)
+		}, func(error) {
+			cancel()
+		})
+	}
+	{
+		// Spend ledger: every second the settled spend goes to SQLite so it survives a
+		// lost shared-memory file; stopped after the drain so the last requests count.
+		ctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error {
+			return limiter.RunFlusher(ctx, st, time.Second)
 		}, func(error) {
 			cancel()
 		})

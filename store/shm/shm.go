@@ -65,7 +65,7 @@ import (
 // Config says where the shared file lives and how big a fresh one is.
 type Config struct {
 	// Path of the shared file, normally next to the database.
-	Path string `envconfig:"SHM_PATH" default:"data/llm-proxy.shm" desc:"memory-mapped file of counters shared by all processes (rate limits, in-flight counts)"`
+	Path string `envconfig:"SHM_PATH" default:"" desc:"memory-mapped file of counters shared by all processes: rate limits, in-flight counts, metrics (default: llm-proxy.shm next to the database file)"`
 	// Size in bytes of a newly created file; an existing valid file keeps its own size.
 	Size int `envconfig:"SHM_SIZE" default:"33554432" desc:"size in bytes of the shared counters file (each named slot takes 640 bytes)"`
 }

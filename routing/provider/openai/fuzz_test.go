@@ -3,6 +3,7 @@ package openai
 import (
 	"bytes"
 	"encoding/json"
+	"strconv"
 	"testing"
 	"unicode/utf8"
 )
@@ -23,6 +24,9 @@ func FuzzScanRewrite(f *testing.F) {
 		" \t{ \"model\" : \"m\" , \"stream\" : null }\n",
 		`{"model":"m","model":"n"}`,
 		`{}`, `[]`, `null`, `"x"`, `{"model":5}`, `{"model":"m","stream":"yes"}`, `{"model"`,
+		`{"model":"m","api_base":"http://169.254.169.254"}`, `{"model":"m","mod\u0065l":"n"}`,
+		`{"model":"m","messages":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}`,
+		"{\"model\":\"m\",\"x\":\"\xff\"}", `{"model":"m","n":-1.5e+3,"t":true,"f":false}`,
 	}
 	for i, s := range seeds {
 		f.Add([]byte(s), "upstream-model", i%2 == 0)
@@ -34,6 +38,9 @@ func FuzzScanRewrite(f *testing.F) {
 		var r Request
 		if err := ScanRequest(body, &r); err != nil {
 			return
+		}
+		if !json.Valid(body) || !utf8.Valid(body) {
+			t.Fatalf("ScanRequest accepted %q, which is not valid UTF-8 JSON", body)
 		}
 		if len(r.Model) == 0 {
 			t.Fatalf("ScanRequest accepted %q with an empty model", body)
@@ -94,22 +101,27 @@ func FuzzParseUsage(f *testing.F) {
 		if u.PromptTokens < 0 || u.CompletionTokens < 0 {
 			t.Fatalf("ParseUsage(%q) = %+v: negative token count", b, u)
 		}
-		var chunk struct {
-			Usage *struct {
-				PromptTokens     *int `json:"prompt_tokens"`
-				CompletionTokens *int `json:"completion_tokens"`
-			} `json:"usage"`
-		}
+		// Case-sensitive, as upstreams and every other decoder read keys;
+		// encoding/json's struct matching would fold "Completion_tokens".
+		var chunk map[string]json.RawMessage
+		var usage map[string]json.RawMessage
 		if bytes.Count(b, []byte(`"usage"`)) != 1 || bytes.Count(b, []byte(`"prompt_tokens"`)) != 1 ||
 			bytes.Count(b, []byte(`"completion_tokens"`)) > 1 || bytes.IndexByte(b, '\\') >= 0 ||
-			json.Unmarshal(b, &chunk) != nil || chunk.Usage == nil || chunk.Usage.PromptTokens == nil {
+			json.Unmarshal(b, &chunk) != nil || json.Unmarshal(chunk["usage"], &usage) != nil {
 			return
 		}
-		if *chunk.Usage.PromptTokens != u.PromptTokens {
-			t.Fatalf("ParseUsage(%q) prompt_tokens = %d, encoding/json reads %d", b, u.PromptTokens, *chunk.Usage.PromptTokens)
-		}
-		if c := chunk.Usage.CompletionTokens; c != nil && *c != u.CompletionTokens {
-			t.Fatalf("ParseUsage(%q) completion_tokens = %d, encoding/json reads %d", b, u.CompletionTokens, *c)
+		for key, got := range map[string]int{"prompt_tokens": u.PromptTokens, "completion_tokens": u.CompletionTokens} {
+			raw, ok := usage[key]
+			if !ok {
+				continue
+			}
+			want, err := strconv.Atoi(string(raw))
+			if err != nil || want < 0 || len(raw) > maxUsageDigits {
+				continue
+			}
+			if got != want {
+				t.Fatalf("ParseUsage(%q) %s = %d, encoding/json reads %d", b, key, got, want)
+			}
 		}
 	})
 }

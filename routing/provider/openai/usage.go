@@ -63,6 +63,10 @@ func IsUsageOnlyChunk(data []byte) bool {
 	return ok
 }
 
+// maxUsageDigits bounds a token count's digits: 15 is far above any real count
+// and far below int64 overflow (found by FuzzParseUsage).
+const maxUsageDigits = 15
+
 // intField reads the non-negative integer value of key (quoted) inside obj.
 func intField(obj []byte, key string) (int, bool) {
 	for off := 0; ; {
@@ -81,6 +85,11 @@ func intField(obj []byte, key string) (int, bool) {
 			n = n*10 + int(obj[i]-'0')
 			digits++
 		}
-		return n, digits > 0
+		// More digits than any real count would overflow into a negative number
+		// (and a negative cost): an upstream that sends one reports no usage.
+		if digits == 0 || digits > maxUsageDigits {
+			return 0, false
+		}
+		return n, true
 	}
 }

@@ -22,6 +22,8 @@ func TestParseUsage(t *testing.T) {
 		{"usage without prompt_tokens", `{"usage":{"total_tokens":5}}`, Usage{}, false},
 		{"usage is a content string only", `{"choices":[{"delta":{"content":"usage"}}]}`, Usage{}, false},
 		{"truncated", `{"usage":{"prompt_tokens":`, Usage{}, false},
+		{"overflowing count", `{"usage":{"prompt_tokens":9227000000000000000,"completion_tokens":1}}`, Usage{}, false},
+		{"overflowing completion count", `{"usage":{"prompt_tokens":1,"completion_tokens":99999999999999999999}}`, Usage{1, 0}, true},
 		{"empty", ``, Usage{}, false},
 	}
 	for _, tt := range tests {

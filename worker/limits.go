@@ -1,0 +1,158 @@
+package worker
+
+import (
+	"bytes"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/llm-proxy/llm-proxy/routing"
+	"github.com/llm-proxy/llm-proxy/store"
+	"github.com/llm-proxy/llm-proxy/store/shm"
+	"github.com/llm-proxy/llm-proxy/worker/limits"
+)
+
+// keyLimits merges a key's own limits over the configured defaults.
+func keyLimits(k store.KeyLimits, cfg Config) limits.Limits {
+	pick := func(own, def int64) int64 {
+		if own > 0 {
+			return own
+		}
+		return def
+	}
+	l := limits.Limits{
+		RPM:         pick(k.RPM, cfg.DefaultRPM),
+		TPM:         pick(k.TPM, cfg.DefaultTPM),
+		MaxParallel: pick(k.MaxParallel, cfg.DefaultMaxParallel),
+		BudgetMicro: k.BudgetMicroUSD,
+		BudgetTok:   k.BudgetTokens,
+	}
+	if p, err := limits.ParsePeriod(k.BudgetPeriod); err == nil {
+		l.Period = p
+	}
+	return l
+}
+
+func (l *keyEntry) limited() bool {
+	return l.limits.RPM > 0 || l.limits.TPM > 0 || l.limits.MaxParallel > 0 ||
+		l.limits.BudgetMicro > 0 || l.limits.BudgetTok > 0
+}
+
+// defaultCompletionEstimate is the completion size assumed for TPM and budget
+// reservations when a request sets no max_tokens; settlement corrects it.
+const defaultCompletionEstimate = 256
+
+// estimateTokens guesses a request's tokens before the call: about four bytes of
+// JSON per prompt token, plus max_tokens (or max_completion_tokens). A quoted key
+// cannot occur unescaped inside a string value, so the byte search finds keys only.
+func estimateTokens(body []byte) (prompt, completion int64) {
+	prompt = int64(len(body)/4) + 1
+	completion = defaultCompletionEstimate
+	for _, key := range [][]byte{[]byte(`"max_completion_tokens"`), []byte(`"max_tokens"`)} {
+		i := bytes.Index(body, key)
+		if i < 0 {
+			continue
+		}
+		rest := bytes.TrimLeft(body[i+len(key):], " \t\r\n:")
+		n := 0
+		for n < len(rest) && rest[n] >= '0' && rest[n] <= '9' {
+			n++
+		}
+		if v, err := strconv.ParseInt(string(rest[:n]), 10, 64); err == nil && v > 0 {
+			return prompt, v
+		}
+	}
+	return prompt, completion
+}
+
+// admit applies the key's limits; it answers 429 and returns false when refused.
+func (w *Worker) admit(ctx *fasthttp.RequestCtx, x *exchange, key *keyEntry, body []byte) bool {
+	if w.deps.Limiter == nil || !key.limited() {
+		return true
+	}
+	prompt, completion := estimateTokens(body)
+	est := limits.Estimate{Tokens: prompt + completion}
+	if p, ok := w.prices.Load().Lookup(x.rec.Model); ok {
+		est.Micro = p.Cost(prompt, completion)
+	}
+	t, dec := w.deps.Limiter.Admit(limits.Key(key.id), key.limits, est)
+	if !dec.Allowed {
+		w.reject(ctx, x, fasthttp.StatusTooManyRequests, "rate_limit_exceeded", "rate_limit_exceeded",
+			rateLimitMessage(dec.Reason), classRateLimited)
+		// reject resets the response; the limit headers go on afterwards.
+		x.hdr = dec.Headers(x.hdr[:0], func(name string, v []byte) { ctx.Response.Header.SetBytesV(name, v) })
+		return false
+	}
+	x.hdr = dec.Headers(x.hdr[:0], func(name string, v []byte) { ctx.Response.Header.SetBytesV(name, v) })
+	x.ticket, x.admitted = t, true
+	return true
+}
+
+func rateLimitMessage(r limits.Reason) string {
+	switch r {
+	case limits.ReasonRPM:
+		return "Rate limit reached for requests per minute on this API key."
+	case limits.ReasonTPM:
+		return "Rate limit reached for tokens per minute on this API key."
+	case limits.ReasonParallel:
+		return "Too many requests in flight on this API key."
+	case limits.ReasonBudget:
+		return "The spend budget of this API key is exhausted for the period."
+	case limits.ReasonTokenBudget:
+		return "The token budget of this API key is exhausted for the period."
+	case limits.ReasonTooLarge:
+		return "The request alone exceeds this API key's tokens-per-minute limit."
+	}
+	return "Rate limit reached."
+}
+
+// settle prices the finished request and hands its ticket back to the limiter
+// with the real usage.
+func (w *Worker) settle(x *exchange) {
+	if x.rec.PromptTokens > 0 || x.rec.CompletionTokens > 0 {
+		if p, ok := w.prices.Load().Lookup(x.rec.UpstreamModel); ok {
+			x.rec.CostMicroUSD = p.Cost(int64(x.rec.PromptTokens), int64(x.rec.CompletionTokens))
+		} else if p, ok := w.prices.Load().Lookup(x.rec.Model); ok {
+			x.rec.CostMicroUSD = p.Cost(int64(x.rec.PromptTokens), int64(x.rec.CompletionTokens))
+		}
+	}
+	if x.admitted {
+		w.deps.Limiter.Finish(&x.ticket, int64(x.rec.PromptTokens+x.rec.CompletionTokens), x.rec.CostMicroUSD)
+		x.admitted = false
+	}
+}
+
+func newPriceTable(rows []store.Price) *limits.PriceTable {
+	over := make(map[string]limits.Price, len(rows))
+	for _, r := range rows {
+		over[r.Model] = limits.Price{InputPerMTok: r.InputPerMTok, OutputPerMTok: r.OutputPerMTok}
+	}
+	return limits.NewPriceTable(limits.DefaultPrices, over)
+}
+
+// SharedCounters adapts the shared memory region to routing's counters:
+// round-robin positions are plain shared counters; in-flight counts are gauges, so
+// the share of a worker that dies is dropped by the supervisor's reap instead of
+// leaking into least_connections forever.
+func SharedCounters(r *shm.Region) routing.CounterSource { return shmCounters{r} }
+
+type shmCounters struct{ r *shm.Region }
+
+func (c shmCounters) Counter(name string) routing.Counter {
+	if strings.HasPrefix(name, "inflight:") {
+		if g, err := c.r.Gauge(name); err == nil {
+			return g
+		}
+	} else if s, err := c.r.Slot(name); err == nil {
+		return s.Counter(0)
+	}
+	// The table is full: count in this process rather than fail requests.
+	return &localCounter{}
+}
+
+type localCounter struct{ v atomic.Int64 }
+
+func (c *localCounter) Add(d int64) int64 { return c.v.Add(d) }
+func (c *localCounter) Load() int64       { return c.v.Load() }
