@@ -104,7 +104,12 @@ func (s *keySnapshot) authenticate(header []byte, now time.Time) (*keyEntry, aut
 	if len(header) < len(bearer) || !bytes.EqualFold(header[:len(bearer)], bearer) {
 		return nil, authInvalid
 	}
-	key := bytes.TrimSpace(header[len(bearer):])
+	return s.authenticateKey(bytes.TrimSpace(header[len(bearer):]), now)
+}
+
+// authenticateKey checks a bare key (from Authorization: Bearer, or the x-api-key
+// header Anthropic's SDKs send).
+func (s *keySnapshot) authenticateKey(key []byte, now time.Time) (*keyEntry, authResult) {
 	if len(key) == 0 {
 		return nil, authMissing
 	}

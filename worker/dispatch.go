@@ -15,6 +15,10 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/llm-proxy/llm-proxy/routing"
+	"github.com/llm-proxy/llm-proxy/routing/provider"
+	"github.com/llm-proxy/llm-proxy/routing/provider/anthropic"
+	"github.com/llm-proxy/llm-proxy/routing/provider/azure"
+	"github.com/llm-proxy/llm-proxy/routing/provider/gemini"
 	"github.com/llm-proxy/llm-proxy/routing/provider/openai"
 	"github.com/llm-proxy/llm-proxy/worker/upstream"
 )
@@ -40,6 +44,12 @@ type attempt struct {
 	body *bytebufferpool.ByteBuffer
 
 	begun bool // counted in the deployment's in-flight total
+
+	// tr translates for a non-OpenAI provider; nil on the pass-through path.
+	tr    provider.Translator
+	usage *provider.Usage // the translator's usage of a buffered answer
+	// clientErr is set when the request cannot be expressed for the provider.
+	clientErr string
 
 	err        error
 	outcome    routing.Outcome
@@ -142,6 +152,14 @@ func (w *Worker) dispatch(ctx *fasthttp.RequestCtx, x *exchange, ep endpoint, po
 				last = nil
 			}
 			a := w.try(reqCtx, x, ep, d, upstreamModel(d, public), body, stream, watch)
+			if a.clientErr != "" {
+				a.close()
+				chain.Stop()
+				cancelReq()
+				watch.stop()
+				w.reject(ctx, x, fasthttp.StatusBadRequest, "invalid_request_error", "unsupported_request", a.clientErr, classBadRequest)
+				return
+			}
 			w.noteAttempt(x, a)
 			st := d.State()
 			st.Report(w.book.Now(), a.outcome.Failed())
@@ -214,18 +232,35 @@ func (w *Worker) try(reqCtx context.Context, x *exchange, ep endpoint, d *routin
 	a.resp = fasthttp.AcquireResponse()
 	req := a.req
 	req.Header.SetMethod(fasthttp.MethodPost)
-	req.SetRequestURI(d.Upstream.BaseURL + ep.path)
 	req.Header.SetContentType("application/json")
 	req.Header.SetUserAgent(w.userAgent)
-	if d.Upstream.APIKey != "" {
-		req.Header.Set(fasthttp.HeaderAuthorization, d.Upstream.Bearer())
-	}
 	if stream {
 		req.Header.Set(fasthttp.HeaderAccept, "text/event-stream")
 	} else {
 		req.Header.Set(fasthttp.HeaderAccept, "application/json")
 	}
-	req.SetBodyRaw(x.body)
+	if a.tr = newTranslator(d.Upstream); a.tr == nil {
+		req.SetRequestURI(d.Upstream.BaseURL + ep.path)
+		if d.Upstream.APIKey != "" {
+			req.Header.Set(fasthttp.HeaderAuthorization, d.Upstream.Bearer())
+		}
+		req.SetBodyRaw(x.body)
+	} else {
+		if ep.path != endpointChat.path {
+			a.clientErr = "The upstream '" + d.Upstream.Name + "' (" + d.Upstream.Provider + ") serves chat completions only."
+			return a
+		}
+		path, hdrs, tbody, err := a.tr.Request(x.body, model, stream)
+		if err != nil {
+			a.clientErr = err.Error()
+			return a
+		}
+		req.SetRequestURI(d.Upstream.BaseURL + path)
+		for k, v := range hdrs {
+			req.Header.Set(k, v)
+		}
+		req.SetBodyRaw(tbody)
+	}
 
 	// In flight until close: a stream occupies the deployment until it ends.
 	d.Begin()
@@ -242,6 +277,7 @@ func (w *Worker) try(reqCtx context.Context, x *exchange, ep endpoint, d *routin
 		a.retryAfter = parseRetryAfter(a.resp.Header.Peek(fasthttp.HeaderRetryAfter))
 	}
 	if !stream {
+		a.translate(a.resp.Body())
 		return a
 	}
 	if status == fasthttp.StatusOK && isEventStream(a.resp.Header.ContentType()) {
@@ -258,11 +294,54 @@ func (w *Worker) try(reqCtx context.Context, x *exchange, ep endpoint, d *routin
 	}
 	// A stream request answered without a stream (an error, usually): buffer it
 	// to relay if nothing better comes.
-	a.body = bytebufferpool.Get()
-	if _, err := a.body.ReadFrom(io.LimitReader(st, maxUpstreamBody)); err != nil {
+	buf := bytebufferpool.Get()
+	_, err = buf.ReadFrom(io.LimitReader(st, maxUpstreamBody))
+	if err != nil {
+		bytebufferpool.Put(buf)
 		a.fail(err, watch, reqCtx.Err() != nil)
+		return a
+	}
+	a.body = buf
+	if a.tr != nil {
+		a.body = nil
+		a.translate(buf.B)
+		bytebufferpool.Put(buf)
 	}
 	return a
+}
+
+// translate turns a buffered provider answer into OpenAI's shape (success or
+// error body) when the attempt has a translator.
+func (a *attempt) translate(body []byte) {
+	if a.tr == nil {
+		return
+	}
+	out := a.tr.Error(a.outcome.Status, body)
+	if a.outcome.Status >= 200 && a.outcome.Status < 300 {
+		o, u, err := a.tr.Response(body)
+		if err != nil {
+			// Unreadable answer: like a broken connection, another deployment may do better.
+			a.err, a.outcome.Transport, a.outcome.Status = err, true, 0
+			return
+		}
+		out, a.usage = o, &u
+	}
+	a.body = bytebufferpool.Get()
+	a.body.B = append(a.body.B[:0], out...)
+}
+
+// newTranslator returns the adapter for a non-OpenAI provider, or nil for the
+// OpenAI-compatible pass-through.
+func newTranslator(u *routing.Upstream) provider.Translator {
+	switch u.Provider {
+	case "anthropic":
+		return &anthropic.Translator{APIKey: u.APIKey}
+	case "gemini":
+		return &gemini.Translator{APIKey: u.APIKey}
+	case "azure":
+		return &azure.Translator{APIKey: u.APIKey}
+	}
+	return nil
 }
 
 // fail classifies an attempt's transport error.
@@ -353,12 +432,19 @@ func (w *Worker) relay(ctx *fasthttp.RequestCtx, x *exchange, a *attempt, n int,
 	}
 	copyResponseHeaders(ctx, a.resp)
 	ctx.SetStatusCode(a.outcome.Status)
+	if a.tr != nil || x.inbound != nil {
+		ctx.Response.Header.SetContentType("text/event-stream")
+	}
 	// The stream writer runs after this handler returns and must not touch ctx;
 	// the disconnect watch already holds the client socket it needs.
 	ctx.SetBodyStreamWriter(func(bw *bufio.Writer) {
 		defer cancelReq()
 		defer watch.stop()
 		defer a.close()
+		if a.tr != nil || x.inbound != nil {
+			w.pumpEvents(bw, x, a, watch)
+			return
+		}
 		w.pumpStream(bw, x, a, watch)
 	})
 }
@@ -369,14 +455,36 @@ func (w *Worker) relayBuffered(ctx *fasthttp.RequestCtx, x *exchange, a *attempt
 	ctx.SetStatusCode(a.outcome.Status)
 	x.rec.Status = a.outcome.Status
 	body := a.answerBody()
-	ctx.SetBody(body)
+	if a.tr != nil {
+		// The provider's own headers (content type included) describe its body,
+		// not the translated one.
+		ctx.Response.Header.SetContentType("application/json")
+	}
 	if a.ok() {
-		if u, ok := openai.ParseUsage(body); ok {
-			x.rec.PromptTokens, x.rec.CompletionTokens = u.PromptTokens, u.CompletionTokens
+		switch {
+		case a.usage != nil:
+			x.rec.PromptTokens, x.rec.CompletionTokens = a.usage.PromptTokens, a.usage.CompletionTokens
+			x.estimated = a.usage.Estimated
+		default:
+			if u, ok := openai.ParseUsage(body); ok {
+				x.rec.PromptTokens, x.rec.CompletionTokens = u.PromptTokens, u.CompletionTokens
+			}
+		}
+		if x.inbound != nil {
+			out, err := x.inbound.Response(body)
+			if err != nil {
+				w.logger.Warn("translate answer for /v1/messages", "request_id", x.rec.RequestID, "error", err)
+				out = anthropic.ErrorBody(fasthttp.StatusBadGateway, appendErrorJSON(nil, "upstream_error", "bad_answer", "The upstream answer could not be translated."))
+				ctx.SetStatusCode(fasthttp.StatusBadGateway)
+				x.rec.Status, x.rec.ErrorClass = fasthttp.StatusBadGateway, classUpstream
+			}
+			body = out
+			ctx.Response.Header.SetContentType("application/json")
 		}
 	} else {
 		x.rec.ErrorClass = classUpstream
 	}
+	ctx.SetBody(body)
 	w.finish(x)
 }
 
@@ -404,9 +512,12 @@ func (w *Worker) upstreamFailed(ctx *fasthttp.RequestCtx, x *exchange, a *attemp
 }
 
 var (
-	dataPrefix = []byte("data:")
-	doneData   = []byte("[DONE]")
-	usageKey   = []byte(`"usage"`)
+	dataPrefixSpace = []byte("data: ")
+	eventEnd        = []byte("\n\n")
+	doneEvent       = []byte("data: [DONE]\n\n")
+	dataPrefix      = []byte("data:")
+	doneData        = []byte("[DONE]")
+	usageKey        = []byte(`"usage"`)
 )
 
 // pumpStream relays an upstream SSE body to the client, flushing whenever the
@@ -473,14 +584,26 @@ func (w *Worker) pumpStream(bw *bufio.Writer, x *exchange, a *attempt, watch *di
 		_ = bw.Flush()
 		return
 	}
+	w.endStreamEarly(bw, x, clientGone || watch.gone(), idle.Load(), readErr, nil)
+}
+
+// endStreamEarly records and ends a stream that did not finish normally: the
+// client left, the upstream went silent, broke off, or reported an error inside
+// the stream (serr). The client gets an error event and the end marker, never a
+// made-up finish_reason.
+func (w *Worker) endStreamEarly(bw *bufio.Writer, x *exchange, clientGone, idle bool, readErr error, serr *provider.StreamError) {
 	var code, msg string
 	switch {
-	case clientGone || watch.gone():
+	case clientGone:
 		x.rec.Status = statusClientClosed
 		x.rec.ErrorClass = classClientClosed
 		w.finish(x)
 		return
-	case idle.Load():
+	case serr != nil:
+		x.rec.Status = fasthttp.StatusBadGateway
+		x.rec.ErrorClass = classUpstream
+		code, msg = serr.Type, serr.Message
+	case idle:
 		x.rec.Status = fasthttp.StatusGatewayTimeout
 		x.rec.ErrorClass = classStreamIdle
 		code, msg = "stream_idle_timeout", "The upstream sent nothing for "+w.cfg.StreamIdleTimeout.String()+"; the stream was ended."
@@ -491,11 +614,143 @@ func (w *Worker) pumpStream(bw *bufio.Writer, x *exchange, a *attempt, watch *di
 	}
 	w.logger.Warn("upstream stream ended early", "upstream", x.rec.Upstream, "request_id", x.rec.RequestID,
 		"reason", code, "error", readErr)
+	inbound := x.inbound
 	w.finish(x)
 	var b []byte
-	b = append(b, "data: "...)
-	b = appendErrorJSON(b, "upstream_error", code, msg)
-	b = append(b, "\n\ndata: [DONE]\n\n"...)
+	if inbound != nil {
+		b = anthropic.ErrorEvent(b, "api_error", msg)
+	} else {
+		b = append(b, "data: "...)
+		b = appendErrorJSON(b, "upstream_error", code, msg)
+		b = append(b, "\n\ndata: [DONE]\n\n"...)
+	}
 	_, _ = bw.Write(b)
 	_ = bw.Flush()
+}
+
+// pumpEvents relays a stream event by event where the bytes cannot pass through
+// unchanged: a provider translator turns each upstream event into OpenAI chunks,
+// and an Anthropic-speaking client (/v1/messages) gets each chunk as Anthropic
+// events. The record is written before the end marker, as in pumpStream.
+func (w *Worker) pumpEvents(bw *bufio.Writer, x *exchange, a *attempt, watch *disconnectWatch) {
+	br := a.br
+	var idle atomic.Bool
+	idleTimer := time.AfterFunc(w.cfg.StreamIdleTimeout, func() { idle.Store(true); a.cancel() })
+	defer idleTimer.Stop()
+	x.rec.Status = fasthttp.StatusOK
+	in := x.inbound
+	var event, data, out, long []byte
+	clientGone := false
+
+	write := func(b []byte) {
+		if _, err := bw.Write(b); err != nil {
+			clientGone = true
+		}
+	}
+	// emit sends one OpenAI chunk payload in the client's dialect.
+	emit := func(chunk []byte) {
+		if in != nil {
+			var err error
+			if out, err = in.StreamChunk(out[:0], chunk); err != nil {
+				w.logger.Debug("skip untranslatable chunk", "request_id", x.rec.RequestID, "error", err)
+				return
+			}
+			write(out)
+			return
+		}
+		write(dataPrefixSpace)
+		write(chunk)
+		write(eventEnd)
+	}
+	// handle processes one complete upstream event; done reports the normal end.
+	handle := func() (done bool, serr *provider.StreamError, err error) {
+		if a.tr == nil {
+			// OpenAI-compatible upstream, Anthropic client.
+			if bytes.Equal(bytes.TrimSpace(data), doneData) {
+				return true, nil, nil
+			}
+			if u, ok := openai.ParseUsage(data); ok {
+				x.rec.PromptTokens, x.rec.CompletionTokens = u.PromptTokens, u.CompletionTokens
+			}
+			emit(data)
+			return false, nil, nil
+		}
+		chunks, usage, done, err := a.tr.StreamEvent(event, data)
+		for _, c := range chunks {
+			emit(c)
+		}
+		if usage != nil {
+			x.rec.PromptTokens, x.rec.CompletionTokens = usage.PromptTokens, usage.CompletionTokens
+			x.estimated = usage.Estimated
+		}
+		if err != nil {
+			if se, ok := err.(*provider.StreamError); ok {
+				return false, se, nil
+			}
+			return false, nil, err
+		}
+		return done, nil, nil
+	}
+
+	var readErr error
+	for {
+		line, err := br.ReadSlice('\n')
+		idleTimer.Reset(w.cfg.StreamIdleTimeout)
+		if err == bufio.ErrBufferFull {
+			long = append(long, line...)
+			continue
+		}
+		if len(long) > 0 {
+			line = append(long, line...)
+			long = long[:0]
+		}
+		trimmed := bytes.TrimRight(line, "\r\n")
+		switch {
+		case len(trimmed) == 0 && (len(data) > 0 || len(event) > 0):
+			done, serr, herr := handle()
+			event, data = event[:0], data[:0]
+			switch {
+			case clientGone:
+			case done:
+				final := in
+				w.finish(x)
+				if final != nil {
+					write(final.Finish(out[:0]))
+				} else {
+					write(doneEvent)
+				}
+				_ = bw.Flush()
+				return
+			case serr != nil:
+				w.endStreamEarly(bw, x, false, false, nil, serr)
+				return
+			case herr != nil:
+				w.endStreamEarly(bw, x, false, false, herr, nil)
+				return
+			}
+		case bytes.HasPrefix(trimmed, []byte("event:")):
+			event = append(event[:0], bytes.TrimSpace(trimmed[len("event:"):])...)
+		case bytes.HasPrefix(trimmed, dataPrefix):
+			if len(data) > 0 {
+				data = append(data, '\n')
+			}
+			data = append(data, bytes.TrimPrefix(trimmed[len(dataPrefix):], []byte(" "))...)
+		}
+		if err != nil {
+			if err != io.EOF {
+				readErr = err
+			}
+			break
+		}
+		if clientGone {
+			break
+		}
+		if br.Buffered() == 0 {
+			if ferr := bw.Flush(); ferr != nil {
+				clientGone = true
+				break
+			}
+		}
+	}
+	w.endStreamEarly(bw, x, clientGone || watch.gone(), idle.Load(), readErr, nil)
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/llm-proxy/llm-proxy/routing"
+	"github.com/llm-proxy/llm-proxy/routing/provider/anthropic"
 	"github.com/llm-proxy/llm-proxy/routing/provider/openai"
 	"github.com/llm-proxy/llm-proxy/store/spool"
 	"github.com/llm-proxy/llm-proxy/worker/limits"
@@ -22,12 +23,16 @@ type endpoint struct {
 	path string // appended to the upstream's base URL
 	// streamable endpoints honour "stream": true.
 	streamable bool
+	// inbound: the client speaks Anthropic's Messages API; the request is turned
+	// into an OpenAI chat request and every answer back into Anthropic's shape.
+	inbound bool
 }
 
 var (
-	endpointChat        = endpoint{"chat", "/chat/completions", true}
-	endpointCompletions = endpoint{"completions", "/completions", true}
-	endpointEmbeddings  = endpoint{"embeddings", "/embeddings", false}
+	endpointChat        = endpoint{"chat", "/chat/completions", true, false}
+	endpointCompletions = endpoint{"completions", "/completions", true, false}
+	endpointEmbeddings  = endpoint{"embeddings", "/embeddings", false, false}
+	endpointMessages    = endpoint{"messages", "/chat/completions", true, true}
 )
 
 // maxUpstreamBody bounds a buffered (non-streaming) upstream answer, so a broken
@@ -47,7 +52,11 @@ type exchange struct {
 	ticket   limits.Ticket
 	admitted bool
 	hdr      []byte
-	started  time.Time
+	// inbound converts answers for /v1/messages clients; nil otherwise.
+	inbound *anthropic.Inbound
+	// estimated: the token counts were computed by the gateway.
+	estimated bool
+	started   time.Time
 }
 
 var exchangePool = sync.Pool{New: func() any { return &exchange{body: make([]byte, 0, 4096)} }}
@@ -66,7 +75,11 @@ func (w *Worker) newRequestID() string {
 
 func (w *Worker) serveProxy(ctx *fasthttp.RequestCtx, ep endpoint) {
 	now := time.Now()
-	key, res := w.keys.Load().authenticate(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization), now)
+	keys := w.keys.Load()
+	key, res := keys.authenticate(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization), now)
+	if ep.inbound && res == authMissing {
+		key, res = keys.authenticateKey(ctx.Request.Header.Peek("x-api-key"), now)
+	}
 	if res != authOK {
 		// Refused keys are not recorded: a flood of bad keys must not turn into
 		// database writes.
@@ -87,6 +100,15 @@ func (w *Worker) serveProxy(ctx *fasthttp.RequestCtx, ep endpoint) {
 	ctx.Response.Header.Set("X-Request-Id", x.rec.RequestID)
 
 	body := ctx.PostBody()
+	if ep.inbound {
+		x.inbound = &anthropic.Inbound{}
+		chat, _, _, err := x.inbound.Request(body)
+		if err != nil {
+			w.reject(ctx, x, fasthttp.StatusBadRequest, "invalid_request_error", "invalid_request", err.Error(), classBadRequest)
+			return
+		}
+		body = chat
+	}
 	if err := openai.ScanRequest(body, &x.req); err != nil {
 		w.reject(ctx, x, fasthttp.StatusBadRequest, "invalid_request_error", "invalid_request", err.Error(), classBadRequest)
 		return
@@ -126,6 +148,7 @@ func (w *Worker) reject(ctx *fasthttp.RequestCtx, x *exchange, status int, typ, 
 func (w *Worker) finish(x *exchange) {
 	w.settle(x)
 	x.rec.LatencyUs = time.Since(x.started).Microseconds()
+	x.rec.TokensEstimated = x.estimated
 	if len(x.attempts) > 0 {
 		x.rec.Attempts = string(x.attempts)
 		x.attempts = x.attempts[:0]
@@ -135,6 +158,7 @@ func (w *Worker) finish(x *exchange) {
 		w.logger.Error("append request record", "request_id", x.rec.RequestID, "error", err)
 	}
 	x.rec = spool.Record{}
+	x.inbound, x.estimated = nil, false
 	w.inFlight.Add(-1)
 	w.served.Add(1)
 	if cap(x.body) > 1<<20 {

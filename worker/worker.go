@@ -20,6 +20,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/llm-proxy/llm-proxy/routing"
+	"github.com/llm-proxy/llm-proxy/routing/provider/anthropic"
 	"github.com/llm-proxy/llm-proxy/store"
 	"github.com/llm-proxy/llm-proxy/store/spool"
 	"github.com/llm-proxy/llm-proxy/worker/limits"
@@ -141,6 +142,7 @@ func (w *Worker) router() *router.Router {
 	r.POST("/v1/chat/completions", w.proxy(endpointChat))
 	r.POST("/v1/completions", w.proxy(endpointCompletions))
 	r.POST("/v1/embeddings", w.proxy(endpointEmbeddings))
+	r.POST("/v1/messages", w.messages)
 	r.GET("/v1/models", w.models)
 	r.GET("/api/health", w.health)
 	if w.deps.Admin != nil { // the admin serves /api/workers itself, behind admin sign-in
@@ -361,4 +363,13 @@ func (f fasthttpLogger) Printf(format string, args ...any) { f.l.Debug(fmt.Sprin
 // shown by `llm-proxy status`.
 func (w *Worker) Stats() string {
 	return fmt.Sprintf(`{"requests":%d,"in_flight":%d}`, w.served.Load(), w.inFlight.Load())
+}
+
+// messages serves Anthropic's Messages API: the same routing, limits and records as
+// chat, with every error answered in Anthropic's error shape.
+func (w *Worker) messages(ctx *fasthttp.RequestCtx) {
+	w.serveProxy(ctx, endpointMessages)
+	if st := ctx.Response.StatusCode(); st >= 400 && !ctx.Response.IsBodyStream() {
+		ctx.Response.SetBody(anthropic.ErrorBody(st, ctx.Response.Body()))
+	}
 }

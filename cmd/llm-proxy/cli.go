@@ -39,6 +39,9 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "llm-proxy %s (commit %s, built %s, %s %s/%s)\n",
 			version, commit, buildDate, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return nil
+	case "backup":
+		// Its own timeout: copying a large database may take longer than cliTimeout.
+		return runBackup(args[1:], stdout, stderr)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
 	defer cancel()

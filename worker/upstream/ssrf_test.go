@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -258,4 +259,59 @@ func TestDialGuardMessage(t *testing.T) {
 			t.Errorf("error %v does not mention %q", err, want)
 		}
 	}
+}
+
+// FuzzValidateBaseURL: the URL validator and the host parser never panic; a URL
+// accepted under the strictest policy is http(s) with a host, and if that host
+// is an IP address in any spelling, the address is public; a parsed host
+// address prints back to itself; and the policies are nested (what "false"
+// allows, "loopback" allows, and what "loopback" allows, "true" allows).
+func FuzzValidateBaseURL(f *testing.F) {
+	for _, s := range []string{
+		"https://api.openai.com/v1", "http://127.0.0.1:9000/v1", "http://127.1/", "http://0x7f000001/",
+		"http://2130706433/", "http://0177.0.0.1/", "http://[::ffff:169.254.169.254]/", "http://[fe80::1%25eth0]/",
+		"http://169.254.169.254/latest/meta-data/", "http://10.1/", "https://user:pass@host/", "http://h/?q#f",
+		"http://[::1]:65536/", "http://0/", "gopher://x/", "http://%31%32%37.0.0.1/", "http://127.0.0.1.:80/",
+		"http://[64:ff9b::a9fe:a9fe]/", "http://[2002:a00:1::1]/", "HTTP://EXAMPLE.COM/",
+	} {
+		f.Add(s, []byte{127, 0, 0, 1})
+	}
+	f.Add("http://x/", []byte{0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1})
+	none, _ := ParsePolicy(AllowNone)
+	loopback, _ := ParsePolicy(AllowLoopback)
+	all, _ := ParsePolicy(AllowAll)
+	f.Fuzz(func(t *testing.T, raw string, addr []byte) {
+		if err := ValidateBaseURL(raw, none); err == nil {
+			u, perr := url.Parse(raw)
+			if perr != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.User != nil {
+				t.Fatalf("ValidateBaseURL accepted %q", raw)
+			}
+			if ip, ok := ParseHostIP(u.Hostname()); ok && none.Check(ip) != nil {
+				t.Fatalf("ValidateBaseURL(%q, false) accepted the non-public address %s", raw, ip)
+			}
+			if ValidateBaseURL(raw, loopback) != nil || ValidateBaseURL(raw, all) != nil {
+				t.Fatalf("%q is accepted under false but not under a wider policy", raw)
+			}
+		}
+		if u, err := url.Parse(raw); err == nil {
+			if ip, ok := ParseHostIP(u.Hostname()); ok {
+				if again, ok := ParseHostIP(ip.String()); !ok || again != ip {
+					t.Fatalf("ParseHostIP(%q) = %s, which parses back as %s, %v", u.Hostname(), ip, again, ok)
+				}
+			}
+		}
+		ip, ok := netip.AddrFromSlice(addr)
+		if !ok {
+			return
+		}
+		if none.Check(ip) == nil && loopback.Check(ip) != nil {
+			t.Fatalf("%s: allowed under false, refused under loopback", ip)
+		}
+		if loopback.Check(ip) == nil && all.Check(ip) != nil {
+			t.Fatalf("%s: allowed under loopback, refused under true", ip)
+		}
+		if ip.Is4() && none.Check(netip.AddrFrom16(ip.As16())) != nil != (none.Check(ip) != nil) {
+			t.Fatalf("%s and its IPv4-mapped form are judged differently", ip)
+		}
+	})
 }
