@@ -14,6 +14,7 @@ import (
 	"github.com/valyala/bytebufferpool"
 	"github.com/valyala/fasthttp"
 
+	"github.com/llm-proxy/llm-proxy/cache"
 	"github.com/llm-proxy/llm-proxy/routing"
 	"github.com/llm-proxy/llm-proxy/routing/provider"
 	"github.com/llm-proxy/llm-proxy/routing/provider/anthropic"
@@ -184,19 +185,22 @@ func (w *Worker) dispatch(ctx *fasthttp.RequestCtx, x *exchange, ep endpoint, po
 	if last != nil && chainExpired.Load() && last.err != nil {
 		last.outcome.Timeout = true
 	}
-	ctx.Response.Header.Set("X-LLM-Proxy-Attempts", strconv.Itoa(n))
 	switch {
 	case last == nil:
 		w.reject(ctx, x, fasthttp.StatusServiceUnavailable, "upstream_error", "no_available_upstream",
 			"No upstream is available for the model '"+x.rec.Model+"'.", classUnreachable)
+		ctx.Response.Header.Set("X-LLM-Proxy-Attempts", "0")
 	case last.err == nil:
 		// The upstream's own error answer, status and body, as the client would
 		// have had it without the gateway.
 		defer last.close()
 		w.relayBuffered(ctx, x, last)
+		w.setAttemptHeaders(ctx, last, n)
 	default:
 		defer last.close()
 		w.upstreamFailed(ctx, x, last)
+		// After the answer is written: writing an error resets the headers.
+		w.setAttemptHeaders(ctx, last, n)
 	}
 }
 
@@ -470,6 +474,9 @@ func (w *Worker) relayBuffered(ctx *fasthttp.RequestCtx, x *exchange, a *attempt
 				x.rec.PromptTokens, x.rec.CompletionTokens = u.PromptTokens, u.CompletionTokens
 			}
 		}
+		if x.cache.on && a.outcome.Status == fasthttp.StatusOK {
+			w.cacheStore(x, body)
+		}
 		if x.inbound != nil {
 			out, err := x.inbound.Response(body)
 			if err != nil {
@@ -545,8 +552,15 @@ func (w *Worker) pumpStream(bw *bufio.Writer, x *exchange, a *attempt, watch *di
 				forward, skipBlank = false, false
 			} else if !recorded && bytes.HasPrefix(line, dataPrefix) && err != bufio.ErrBufferFull {
 				data := bytes.TrimSpace(line[len(dataPrefix):])
+				if x.cache.on {
+					if x.cache.asm == nil {
+						x.cache.asm = &cache.Assembler{}
+					}
+					x.cache.asm.Add(data)
+				}
 				switch {
 				case bytes.Equal(data, doneData):
+					w.storeAssembled(x)
 					w.finish(x)
 					recorded = true
 				case bytes.Contains(data, usageKey):
@@ -658,6 +672,12 @@ func (w *Worker) pumpEvents(bw *bufio.Writer, x *exchange, a *attempt, watch *di
 			write(out)
 			return
 		}
+		if x.cache.on {
+			if x.cache.asm == nil {
+				x.cache.asm = &cache.Assembler{}
+			}
+			x.cache.asm.Add(chunk)
+		}
 		write(dataPrefixSpace)
 		write(chunk)
 		write(eventEnd)
@@ -713,6 +733,10 @@ func (w *Worker) pumpEvents(bw *bufio.Writer, x *exchange, a *attempt, watch *di
 			case clientGone:
 			case done:
 				final := in
+				if x.cache.asm != nil {
+					x.cache.asm.Add(doneData)
+					w.storeAssembled(x)
+				}
 				w.finish(x)
 				if final != nil {
 					write(final.Finish(out[:0]))
@@ -753,4 +777,14 @@ func (w *Worker) pumpEvents(bw *bufio.Writer, x *exchange, a *attempt, watch *di
 		}
 	}
 	w.endStreamEarly(bw, x, clientGone || watch.gone(), idle.Load(), readErr, nil)
+}
+
+// storeAssembled caches a stream's answer once it is complete.
+func (w *Worker) storeAssembled(x *exchange) {
+	if !x.cache.on || x.cache.asm == nil || !x.cache.asm.Complete() {
+		return
+	}
+	if body, err := x.cache.asm.Body(); err == nil {
+		w.cacheStore(x, body)
+	}
 }

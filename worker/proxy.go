@@ -56,6 +56,7 @@ type exchange struct {
 	inbound *anthropic.Inbound
 	// estimated: the token counts were computed by the gateway.
 	estimated bool
+	cache     cacheStep
 	started   time.Time
 }
 
@@ -130,6 +131,9 @@ func (w *Worker) serveProxy(ctx *fasthttp.RequestCtx, ep endpoint) {
 	if !w.admit(ctx, x, key, body) {
 		return
 	}
+	if w.cacheLookup(ctx, x, key, ep, body) {
+		return
+	}
 	w.dispatch(ctx, x, ep, pool, body, stream)
 }
 
@@ -159,6 +163,7 @@ func (w *Worker) finish(x *exchange) {
 	}
 	x.rec = spool.Record{}
 	x.inbound, x.estimated = nil, false
+	x.cache = cacheStep{}
 	w.inFlight.Add(-1)
 	w.served.Add(1)
 	if cap(x.body) > 1<<20 {

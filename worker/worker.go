@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/valyala/fasthttp"
 
+	"github.com/llm-proxy/llm-proxy/cache"
 	"github.com/llm-proxy/llm-proxy/routing"
 	"github.com/llm-proxy/llm-proxy/routing/provider/anthropic"
 	"github.com/llm-proxy/llm-proxy/store"
@@ -49,6 +50,8 @@ type Deps struct {
 	Counters routing.CounterSource
 	// Limiter enforces rate limits and budgets across workers; nil disables them.
 	Limiter *limits.Limiter
+	// Cache answers repeated (and, in semantic mode, similar) requests; nil: off.
+	Cache *cache.Cache
 }
 
 // Worker serves the gateway's HTTP API.
@@ -65,7 +68,8 @@ type Worker struct {
 	routes atomic.Pointer[routing.Table]
 	gens   store.Generations
 
-	prices atomic.Pointer[limits.PriceTable]
+	prices    atomic.Pointer[limits.PriceTable]
+	cacheJobs chan cacheJob
 
 	// book holds live routing state (health, circuits, counters) across table
 	// rebuilds; budget caps retries.
@@ -116,6 +120,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Worker, error) {
 	w.up = upstream.New(cfg.Config)
 	w.userAgent = "llm-proxy/" + deps.Version
 	w.book = routing.NewBook(deps.Counters)
+	w.cacheJobs = make(chan cacheJob, cacheJobQueue)
 	w.budget = routing.DefaultRetryBudget()
 	if err := w.refresh(ctx, true); err != nil {
 		return nil, err
@@ -242,6 +247,11 @@ wait:
 
 // Run keeps the key and routing snapshots current until ctx ends.
 func (w *Worker) Run(ctx context.Context) error {
+	if w.deps.Cache != nil {
+		done := make(chan struct{})
+		defer func() { <-done }()
+		go func() { defer close(done); w.runCacheWriter(ctx) }()
+	}
 	t := time.NewTicker(w.refreshInterval)
 	defer t.Stop()
 	for {

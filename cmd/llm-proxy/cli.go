@@ -63,6 +63,8 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 		return runRoutes(ctx, args[1:], stdout, stderr)
 	case "status":
 		return runStatus(ctx, args[1:], stdout, stderr)
+	case "cache":
+		return runCache(ctx, args[1:], stdout, stderr)
 	}
 	return usagef("unknown command %q", args[0])
 }
@@ -128,7 +130,7 @@ func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 
 func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usagef("keys needs a subcommand: create, list or revoke")
+		return usagef("keys needs a subcommand: create, update, list or revoke")
 	}
 	switch args[0] {
 	case "create":
@@ -136,12 +138,17 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		name := fs.String("name", "", "key name (required)")
 		models := fs.String("models", "", "comma-separated models the key may use (default: all)")
 		expires := fs.String("expires", "", "lifetime (30d, 12h) or last valid date (2026-12-31); default: never")
+		lim := limitFlags(fs)
 		pos, err := parseFlags(fs, args[1:])
 		if err != nil {
 			return err
 		}
 		if len(pos) > 0 {
 			return usagef("keys create: unexpected argument %q", pos[0])
+		}
+		kl, err := lim.limits("keys create")
+		if err != nil {
+			return err
 		}
 		if strings.TrimSpace(*name) == "" {
 			return usagef("keys create: --name is required")
@@ -152,8 +159,10 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return err
 		}
 		return withStore(ctx, stderr, false, func(st *store.Store) error {
-			return createKey(ctx, st, strings.TrimSpace(*name), splitList(*models), exp, now, stdout)
+			return createKey(ctx, st, strings.TrimSpace(*name), splitList(*models), exp, kl, now, stdout)
 		})
+	case "update":
+		return updateKey(ctx, args[1:], stdout, stderr)
 	case "list":
 		fs := newFlagSet("keys list", stderr)
 		asJSON := fs.Bool("json", false, "print JSON")
@@ -223,7 +232,7 @@ func keyPrefix(key string) string {
 	return key[:8] + "…"
 }
 
-func createKey(ctx context.Context, st *store.Store, name string, models []string, expires, now time.Time, stdout io.Writer) error {
+func createKey(ctx context.Context, st *store.Store, name string, models []string, expires time.Time, kl store.KeyLimits, now time.Time, stdout io.Writer) error {
 	key, err := newAPIKey()
 	if err != nil {
 		return err
@@ -235,6 +244,7 @@ func createKey(ctx context.Context, st *store.Store, name string, models []strin
 		Models:    models,
 		CreatedAt: now,
 		ExpiresAt: expires,
+		Limits:    kl,
 	})
 	if err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/llm-proxy/llm-proxy/cache"
 	"github.com/llm-proxy/llm-proxy/coordinator"
 	"github.com/llm-proxy/llm-proxy/routing"
 	"github.com/llm-proxy/llm-proxy/store"
@@ -42,6 +43,7 @@ type (
 	WorkerConfig      = worker.Config
 	RoutingConfig     = routing.Config
 	ShmConfig         = shm.Config
+	CacheConfig       = cache.Config
 )
 
 // Config is the whole process configuration: the top-level variables plus every package's
@@ -66,6 +68,7 @@ type Config struct {
 	WorkerConfig
 	RoutingConfig
 	ShmConfig
+	CacheConfig
 
 	// sources maps a variable name without prefix (e.g. "PORT") to SourceEnv, SourceDB or
 	// SourceDefault. Unexported, so envconfig never sees it.
@@ -393,6 +396,7 @@ func (c *Config) validate() error {
 		c.WorkerConfig.Validate,
 		c.RoutingConfig.Validate,
 		c.ShmConfig.Validate,
+		c.CacheConfig.Validate,
 	} {
 		if err := fn(); err != nil {
 			return c.rewrite(err)

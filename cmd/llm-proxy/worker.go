@@ -14,7 +14,9 @@ import (
 
 	"github.com/oklog/run"
 
+	"github.com/llm-proxy/llm-proxy/cache"
 	"github.com/llm-proxy/llm-proxy/coordinator"
+	"github.com/llm-proxy/llm-proxy/routing/embed"
 	"github.com/llm-proxy/llm-proxy/store"
 	"github.com/llm-proxy/llm-proxy/store/secret"
 	"github.com/llm-proxy/llm-proxy/store/shm"
@@ -116,7 +118,27 @@ func runWorker(stderr io.Writer) error {
 		return err
 	}
 
+	var answers *cache.Cache
+	if cfg.CacheConfig.Mode != cache.ModeOff {
+		var emb embed.Embedder
+		if cfg.CacheConfig.Mode == cache.ModeSemantic {
+			emb = embed.Lexical{}
+		}
+		if answers, err = cache.New(cfg.CacheConfig, st, emb, logger.Named("cache"), nil); err != nil {
+			sp.Close()
+			return err
+		}
+		if _, err := answers.LoadSemantic(ctx); err != nil {
+			logger.Warn("semantic cache not loaded", "error", err)
+		}
+		coord.AddTask(coordinator.Task{Name: "cache-evict", Interval: 30 * time.Second, Run: func(ctx context.Context, epoch int64) error {
+			_, err := answers.Evict(ctx, epoch)
+			return err
+		}})
+	}
+
 	w, err := worker.New(ctx, cfg.WorkerConfig, worker.Deps{
+		Cache:    answers,
 		Admin:    adm,
 		Store:    st,
 		Spool:    sp,
@@ -179,6 +201,16 @@ func runWorker(stderr io.Writer) error {
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error {
 			return w.Run(ctx)
+		}, func(error) {
+			cancel()
+		})
+	}
+	if answers != nil {
+		// Cache upkeep: purges from other processes (generation), hit counts, expired
+		// vectors. Stopped after the drain like the snapshots.
+		ctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error {
+			return answers.Run(ctx)
 		}, func(error) {
 			cancel()
 		})

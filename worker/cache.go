@@ -1,0 +1,168 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/llm-proxy/llm-proxy/cache"
+)
+
+// cacheStep is a request's cache state.
+type cacheStep struct {
+	on    bool // a successful answer is to be stored
+	key   cache.Key
+	ns    string
+	model string
+	// semantic: the request is eligible for L3; vec is its embedding.
+	semantic bool
+	sreq     cache.SemanticRequest
+	vec      []float32
+	asm      *cache.Assembler
+}
+
+// cacheJob is an answer waiting to be written to the cache. Writes happen off the
+// request path: no client waits on SQLite.
+type cacheJob struct {
+	key      cache.Key
+	entry    cache.Entry
+	semantic bool
+	sreq     cache.SemanticRequest
+	vec      []float32
+}
+
+// cacheJobQueue bounds answers waiting to be cached; past it they are dropped (a
+// cache is allowed to miss).
+const cacheJobQueue = 1024
+
+// cacheLookup applies the cache to a request: it answers from the cache on a hit
+// and returns true; otherwise it prepares x to store the answer. Cache-Control:
+// no-cache skips the lookup but still stores; no-store does neither.
+func (w *Worker) cacheLookup(ctx *fasthttp.RequestCtx, x *exchange, key *keyEntry, ep endpoint, body []byte) bool {
+	c := w.deps.Cache
+	if c == nil || ep.inbound {
+		return false
+	}
+	mode := c.Config().Mode
+	if mode == cache.ModeOff {
+		return false
+	}
+	cc := ctx.Request.Header.Peek(fasthttp.HeaderCacheControl)
+	if bytes.Contains(cc, []byte("no-store")) {
+		x.rec.Cache = cache.TierBypass.String()
+		ctx.Response.Header.Set("X-LLM-Proxy-Cache", x.rec.Cache)
+		return false
+	}
+	owner := "key:" + strconv.FormatInt(key.id, 10)
+	if key.userID != 0 {
+		owner = "user:" + strconv.FormatInt(key.userID, 10)
+	}
+	ns := c.Config().NamespaceFor(owner)
+	k, err := cache.NewKey(ns, ep.name, x.rec.Model, body)
+	if err != nil {
+		return false
+	}
+	st := &x.cache
+	*st = cacheStep{on: true, key: k, ns: ns, model: x.rec.Model}
+	if mode == cache.ModeSemantic && ep.name == endpointChat.name {
+		if sr, ok := cache.PrepareSemantic(ns, x.rec.Model, body, c.Config().SemanticMaxMessages); ok {
+			if vec, err := c.Embed(context.Background(), sr.Text, nil); err == nil {
+				st.semantic, st.sreq, st.vec = true, sr, vec
+			}
+		}
+	}
+	x.rec.Cache = cache.TierMiss.String()
+	if !bytes.Contains(cc, []byte("no-cache")) {
+		lctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		e, tier, ok := c.Get(lctx, k)
+		if !ok && st.semantic {
+			var m cache.Match
+			if e, m, ok = c.SemanticGet(lctx, st.sreq, st.vec); ok {
+				tier = cache.TierSemantic
+				x.rec.Route = "semantic-cache score=" + strconv.FormatFloat(float64(m.Score), 'f', 3, 32)
+			}
+		}
+		cancel()
+		if ok {
+			w.serveCached(ctx, x, e, tier)
+			return true
+		}
+	}
+	ctx.Response.Header.Set("X-LLM-Proxy-Cache", x.rec.Cache)
+	return false
+}
+
+// serveCached answers from a cache entry: the stored body, or for a stream the
+// same answer replayed as OpenAI chunks ending with [DONE]. The reported usage is
+// the original's; the record says which tier answered and costs nothing.
+func (w *Worker) serveCached(ctx *fasthttp.RequestCtx, x *exchange, e cache.Entry, tier cache.Tier) {
+	x.cache.on = false
+	x.rec.Cache = tier.String()
+	x.rec.Status = fasthttp.StatusOK
+	x.rec.PromptTokens, x.rec.CompletionTokens = e.PromptTokens, e.CompletionTokens
+	x.rec.Upstream, x.rec.UpstreamModel = "", e.Model
+	ctx.Response.Header.Set("X-LLM-Proxy-Cache", x.rec.Cache)
+	ctx.SetStatusCode(fasthttp.StatusOK)
+	if x.rec.Stream {
+		out, err := cache.AppendSSE(ctx.Response.Body()[:0], e.Body, x.req.IncludeUsage)
+		if err == nil {
+			ctx.Response.Header.SetContentType("text/event-stream")
+			ctx.Response.Header.Set(fasthttp.HeaderCacheControl, "no-cache")
+			ctx.Response.SetBodyRaw(out)
+			w.finish(x)
+			return
+		}
+		// An entry that cannot be replayed is served as JSON rather than failed.
+	}
+	ctx.Response.Header.SetContentType("application/json")
+	ctx.SetBody(e.Body)
+	w.finish(x)
+}
+
+// cacheStore queues a successful answer for the cache. body is copied.
+func (w *Worker) cacheStore(x *exchange, body []byte) {
+	st := &x.cache
+	if !st.on || w.deps.Cache == nil {
+		return
+	}
+	st.on = false
+	job := cacheJob{
+		key: st.key,
+		entry: cache.Entry{
+			Body: append([]byte(nil), body...), Model: st.model, Namespace: st.ns,
+			PromptTokens: x.rec.PromptTokens, CompletionTokens: x.rec.CompletionTokens,
+		},
+		semantic: st.semantic, sreq: st.sreq, vec: st.vec,
+	}
+	select {
+	case w.cacheJobs <- job:
+	default:
+		w.logger.Debug("cache write queue full; answer not cached", "request_id", x.rec.RequestID)
+	}
+}
+
+// runCacheWriter writes queued answers to the cache until ctx ends.
+func (w *Worker) runCacheWriter(ctx context.Context) {
+	c := w.deps.Cache
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case j := <-w.cacheJobs:
+			wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			var err error
+			if j.semantic {
+				err = c.PutSemantic(wctx, j.key, j.entry, j.sreq, j.vec)
+			} else {
+				err = c.Put(wctx, j.key, j.entry)
+			}
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				w.logger.Warn("cache write failed", "error", err)
+			}
+		}
+	}
+}
