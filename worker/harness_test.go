@@ -21,10 +21,13 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/llm-proxy/llm-proxy/cache"
 	"github.com/llm-proxy/llm-proxy/routing"
 	"github.com/llm-proxy/llm-proxy/store"
 	"github.com/llm-proxy/llm-proxy/store/secret"
+	"github.com/llm-proxy/llm-proxy/store/shm"
 	"github.com/llm-proxy/llm-proxy/store/spool"
+	"github.com/llm-proxy/llm-proxy/worker/limits"
 )
 
 // Keys every harness creates.
@@ -261,6 +264,10 @@ type harnessOptions struct {
 	cfg func(*Config)
 	// upstreams replaces the default upstream rows (one "fake" upstream).
 	upstreams func(up *fakeUpstream) []store.Upstream
+	// cache, when set, gives the worker an answer cache built on the harness store.
+	cache func(st *store.Store) *cache.Cache
+	// limits gives the worker a limiter on a shared-memory file in the test dir.
+	limits bool
 }
 
 func defaultUpstreams(up *fakeUpstream) []store.Upstream {
@@ -325,7 +332,25 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 	if opts.cfg != nil {
 		opts.cfg(&cfg)
 	}
+	var answers *cache.Cache
+	if opts.cache != nil {
+		answers = opts.cache(st)
+	}
+	var limiter *limits.Limiter
+	var counters routing.CounterSource
+	if opts.limits {
+		region, err := shm.Open(filepath.Join(dir, "llm-proxy.shm"), 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { region.Close() })
+		limiter = limits.New(region, time.Now, hclog.NewNullLogger())
+		counters = SharedCounters(region)
+	}
 	w, err := New(ctx, cfg, Deps{
+		Limiter:  limiter,
+		Counters: counters,
+		Cache:    answers,
 		Store:    st,
 		Spool:    sp,
 		Logger:   hclog.NewNullLogger(),

@@ -111,6 +111,14 @@ func rateLimitMessage(r limits.Reason) string {
 // settle prices the finished request and hands its ticket back to the limiter
 // with the real usage.
 func (w *Worker) settle(x *exchange) {
+	if strings.HasPrefix(x.rec.Cache, "hit") {
+		// Answered from the cache: no upstream tokens were spent, nothing is owed.
+		if x.admitted {
+			w.deps.Limiter.Finish(&x.ticket, 0, 0)
+			x.admitted = false
+		}
+		return
+	}
 	if x.rec.PromptTokens > 0 || x.rec.CompletionTokens > 0 {
 		if p, ok := w.prices.Load().Lookup(x.rec.UpstreamModel); ok {
 			x.rec.CostMicroUSD = p.Cost(int64(x.rec.PromptTokens), int64(x.rec.CompletionTokens))

@@ -502,14 +502,26 @@ func writeUsage(w io.Writer) error {
 Usage:
   llm-proxy                      start the gateway (supervisor and LLM_PROXY_WORKERS workers)
   llm-proxy keys create --name NAME [--models m1,m2] [--expires 30d|12h|2026-12-31]
+                   [--rpm N] [--tpm N] [--max-parallel N] [--budget USD] [--budget-tokens N]
+                   [--budget-period day|month|total]
                                  create a client API key; the key is printed alone on the last line
+  llm-proxy keys update ID [--rpm N] [--tpm N] [--max-parallel N] [--budget USD] [...]
+                                 replace a key's limits (0: the global default / none)
   llm-proxy keys list [--json]   list client API keys
   llm-proxy keys revoke ID       revoke a client API key (every worker refuses it within 1s)
   llm-proxy upstreams add --name NAME --base-url URL [--api-key KEY]
-                          [--models m1,m2 | public=upstream,...] [--weight N] [--provider openai]
+                          [--models m1,m2 | public=upstream,...] [--weight N]
+                          [--provider openai|azure|anthropic|gemini] [--priority N] [--max-concurrent N]
                                  add an upstream; without --models every model is passed through
   llm-proxy upstreams list [--json]
   llm-proxy upstreams remove NAME
+  llm-proxy routes add --model M [--strategy S|default] [--fallbacks a,b]
+                                 set a model's balancing strategy and fallback models
+  llm-proxy routes list [--json]
+  llm-proxy routes remove M
+  llm-proxy cache purge --all | --model M | --prefix HEX
+                                 remove cached answers (every worker's memory tier within 1s)
+  llm-proxy backup FILE          consistent copy of the database while the gateway runs
   llm-proxy migrate              apply pending database migrations
   llm-proxy status               print workers and the primary lease as JSON
   llm-proxy version              print version, commit and build date

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -463,7 +464,7 @@ func testSecretsAndBackup(t *testing.T, g *gateway, key, providerKey string) {
 	var wg sync.WaitGroup
 	backupPath := filepath.Join(t.TempDir(), "under-load.db")
 	backupDone := make(chan string, 1)
-	for w := range workers {
+	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -472,8 +473,8 @@ func testSecretsAndBackup(t *testing.T, g *gateway, key, providerKey string) {
 				if i > total {
 					return
 				}
-				if w == 0 && i == total/2 {
-					go func() { backupDone <- g.cli(t, "backup", backupPath) }()
+				if i == total/2 {
+					go func() { backupDone <- runBackup(g, backupPath) }()
 				}
 				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, g.baseURL()+"/chat/completions", strings.NewReader(hardChatBody))
 				req.Header.Set("Authorization", "Bearer "+key)
@@ -502,6 +503,9 @@ func testSecretsAndBackup(t *testing.T, g *gateway, key, providerKey string) {
 	case backupOut = <-backupDone:
 	case <-time.After(cliTimeout):
 		t.Fatal("backup did not finish")
+	}
+	if strings.HasPrefix(backupOut, "error:") {
+		t.Fatalf("llm-proxy backup during the load: %s", backupOut)
 	}
 	id, _ := lastID.Load().(string)
 	g.waitLogRow(t, id)
@@ -564,6 +568,20 @@ func testSecretsAndBackup(t *testing.T, g *gateway, key, providerKey string) {
 		t.Errorf("searched %v: want the database and the log files among them", files)
 	}
 	t.Logf("searched %d files for the client and provider keys after %d requests", len(files), total)
+}
+
+// runBackup runs `llm-proxy backup path` (from any goroutine) and returns its
+// output, or "error: ..." when it failed.
+func runBackup(g *gateway, path string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, proxyBin, "backup", path)
+	cmd.Env = g.env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Sprintf("error: %v: %s", err, out)
+	}
+	return string(out)
 }
 
 // testLogReopen: logrotate's way (rename, then SIGUSR1) gives new log files, and
