@@ -79,6 +79,9 @@ func (w *Worker) admit(ctx *fasthttp.RequestCtx, x *exchange, key *keyEntry, bod
 	}
 	t, dec := w.deps.Limiter.Admit(limits.Key(key.id), key.limits, est)
 	if !dec.Allowed {
+		if w.deps.Metrics != nil {
+			w.deps.Metrics.RateLimited(reasonName(dec.Reason))
+		}
 		w.reject(ctx, x, fasthttp.StatusTooManyRequests, "rate_limit_exceeded", "rate_limit_exceeded",
 			rateLimitMessage(dec.Reason), classRateLimited)
 		// reject resets the response; the limit headers go on afterwards.
@@ -164,3 +167,22 @@ type localCounter struct{ v atomic.Int64 }
 
 func (c *localCounter) Add(d int64) int64 { return c.v.Add(d) }
 func (c *localCounter) Load() int64       { return c.v.Load() }
+
+// reasonName is a refusal reason as a metric label.
+func reasonName(r limits.Reason) string {
+	switch r {
+	case limits.ReasonRPM:
+		return "rpm"
+	case limits.ReasonTPM:
+		return "tpm"
+	case limits.ReasonParallel:
+		return "parallel"
+	case limits.ReasonBudget:
+		return "budget"
+	case limits.ReasonTokenBudget:
+		return "token_budget"
+	case limits.ReasonTooLarge:
+		return "too_large"
+	}
+	return "other"
+}

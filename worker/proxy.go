@@ -161,6 +161,9 @@ func (w *Worker) finish(x *exchange) {
 	if err := w.deps.Spool.Append(x.line); err != nil {
 		w.logger.Error("append request record", "request_id", x.rec.RequestID, "error", err)
 	}
+	if w.deps.Metrics != nil {
+		w.deps.Metrics.Observe(&x.rec)
+	}
 	x.rec = spool.Record{}
 	x.inbound, x.estimated = nil, false
 	x.cache = cacheStep{}

@@ -25,6 +25,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/store"
 	"github.com/llm-proxy/llm-proxy/store/spool"
 	"github.com/llm-proxy/llm-proxy/worker/limits"
+	"github.com/llm-proxy/llm-proxy/worker/metrics"
 	"github.com/llm-proxy/llm-proxy/worker/upstream"
 )
 
@@ -52,6 +53,9 @@ type Deps struct {
 	Limiter *limits.Limiter
 	// Cache answers repeated (and, in semantic mode, similar) requests; nil: off.
 	Cache *cache.Cache
+	// Metrics counts whole-server totals in shared memory and serves /metrics.
+	Metrics       *metrics.Metrics
+	MetricsConfig metrics.Config
 }
 
 // Worker serves the gateway's HTTP API.
@@ -150,6 +154,9 @@ func (w *Worker) router() *router.Router {
 	r.POST("/v1/messages", w.messages)
 	r.GET("/v1/models", w.models)
 	r.GET("/api/health", w.health)
+	if w.deps.Metrics != nil {
+		r.GET(w.deps.MetricsConfig.Path, w.deps.Metrics.Handler(w.deps.MetricsConfig.Token))
+	}
 	if w.deps.Admin != nil { // the admin serves /api/workers itself, behind admin sign-in
 		w.deps.Admin.Register(r)
 	} else {
@@ -298,6 +305,14 @@ func (w *Worker) refresh(ctx context.Context, force bool) error {
 		}
 		for id, h := range hs {
 			w.book.SetHealthy(id, h.Healthy)
+		}
+		if w.deps.Metrics != nil {
+			if ups, err := w.deps.Store.ListUpstreams(ctx); err == nil {
+				for _, u := range ups {
+					h, ok := hs[u.ID]
+					w.deps.Metrics.SetUpstreamHealth(u.Name, !ok || h.Healthy)
+				}
+			}
 		}
 		w.gens.Health = g.Health
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/supervisor"
 	"github.com/llm-proxy/llm-proxy/worker"
 	"github.com/llm-proxy/llm-proxy/worker/admin"
+	"github.com/llm-proxy/llm-proxy/worker/metrics"
 )
 
 // envPrefix is prepended (with "_") to every tag name: LLM_PROXY_PORT, LLM_PROXY_WORKERS, ...
@@ -44,6 +45,7 @@ type (
 	RoutingConfig     = routing.Config
 	ShmConfig         = shm.Config
 	CacheConfig       = cache.Config
+	MetricsConfig     = metrics.Config
 )
 
 // Config is the whole process configuration: the top-level variables plus every package's
@@ -69,6 +71,7 @@ type Config struct {
 	RoutingConfig
 	ShmConfig
 	CacheConfig
+	MetricsConfig
 
 	// sources maps a variable name without prefix (e.g. "PORT") to SourceEnv, SourceDB or
 	// SourceDefault. Unexported, so envconfig never sees it.
@@ -397,6 +400,7 @@ func (c *Config) validate() error {
 		c.RoutingConfig.Validate,
 		c.ShmConfig.Validate,
 		c.CacheConfig.Validate,
+		c.MetricsConfig.Validate,
 	} {
 		if err := fn(); err != nil {
 			return c.rewrite(err)

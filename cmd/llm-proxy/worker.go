@@ -25,6 +25,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/worker"
 	"github.com/llm-proxy/llm-proxy/worker/admin"
 	"github.com/llm-proxy/llm-proxy/worker/limits"
+	"github.com/llm-proxy/llm-proxy/worker/metrics"
 )
 
 // spoolFileBytes is the size at which a worker seals its spool file and starts the next, so
@@ -84,6 +85,10 @@ func runWorker(stderr io.Writer) error {
 		return err
 	}
 	defer region.Close()
+	met, err := metrics.New(region, logger.Named("metrics"))
+	if err != nil {
+		return err
+	}
 	limiter := limits.New(region, time.Now, logger.Named("limits"))
 	// Seed before serving: spend settled by earlier processes lives in the ledger;
 	// seeding after requests started would count their spend twice.
@@ -138,17 +143,19 @@ func runWorker(stderr io.Writer) error {
 	}
 
 	w, err := worker.New(ctx, cfg.WorkerConfig, worker.Deps{
-		Cache:    answers,
-		Admin:    adm,
-		Store:    st,
-		Spool:    sp,
-		Logger:   logger,
-		Slot:     slot,
-		WorkerID: id,
-		Version:  version,
-		Routing:  cfg.RoutingConfig,
-		Counters: worker.SharedCounters(region),
-		Limiter:  limiter,
+		Cache:         answers,
+		Admin:         adm,
+		Store:         st,
+		Spool:         sp,
+		Logger:        logger,
+		Slot:          slot,
+		WorkerID:      id,
+		Version:       version,
+		Routing:       cfg.RoutingConfig,
+		Counters:      worker.SharedCounters(region),
+		Metrics:       met,
+		MetricsConfig: cfg.MetricsConfig,
+		Limiter:       limiter,
 	})
 	if err != nil {
 		sp.Close()
