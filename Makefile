@@ -2,7 +2,9 @@
 #
 #   make run     build and start the gateway on data/llm-proxy.db (foreground)
 #   make demo    same, with mockllm as the "mock" upstream and a fresh API key
-#   make test    install test tools, vet, gofmt check, staticcheck (pinned in go.mod), go test -race
+#   make test    install test tools, vet, gofmt check, staticcheck (pinned in go.mod), go test -race,
+#                then every fuzz target for TEST_FUZZTIME (3s) each
+#   make fuzz    every fuzz target for FUZZTIME (default 10m) each; crashers land in testdata/fuzz
 #   make bench   scripts/bench.sh (wrk against mockllm, nginx and the gateway)
 
 GO      ?= go
@@ -24,7 +26,12 @@ LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.buildDate
 PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
 
 .DEFAULT_GOAL := build
-.PHONY: build ui run demo test bench static cross clean
+# Fuzzing: `make test` runs each target briefly, so a regression in a parser's
+# invariants shows up in CI; `make fuzz` is the long run before a release.
+TEST_FUZZTIME ?= 3s
+FUZZTIME      ?= 10m
+
+.PHONY: build ui run demo test fuzz bench static cross clean
 
 # The web admin's vendor files (Alpine's CSP build, uPlot) come from npm, pinned in
 # package-lock.json, and are copied into worker/admin/static/vendor/ for go:embed.
@@ -54,6 +61,10 @@ test:
 	if [ -n "$$unformatted" ]; then echo "gofmt: these files need formatting:"; echo "$$unformatted"; exit 1; fi
 	$(GO) tool staticcheck ./...
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 15m ./...
+	FUZZTIME=$(TEST_FUZZTIME) GO=$(GO) scripts/fuzz.sh
+
+fuzz:
+	FUZZTIME=$(FUZZTIME) GO=$(GO) scripts/fuzz.sh
 
 bench:
 	scripts/bench.sh

@@ -9,6 +9,12 @@
 #   stream    streaming chat completion ("stream":true, BENCH_CHUNKS chunks), same connections
 #   latency   non-streaming chat completion, 1 connection (p50 is the figure that matters)
 #
+# Targets: mockllm direct, nginx, the gateway with 1 and 2 workers, and gwcache: the
+# gateway with 1 worker and LLM_PROXY_CACHE_MODE=exact, where every case repeats one
+# request, so after the first answer each is an L1 cache hit (auth + lookup + response;
+# streams are replayed from the cache). Its req/s is compared with nginx and with the
+# non-cached pass-through (gw1).
+#
 # Pinning: the system under test (nginx, or the gateway's supervisor and
 # workers) runs on CPU 0; wrk and mockllm share CPU 1. Reported per case and
 # target: requests/s, p50/p99 latency, CPU seconds of the system under test per
@@ -22,7 +28,7 @@
 #   BENCH_DURATION     seconds per case (default 10, 1..120)
 #   BENCH_CONNECTIONS  connections for the chat and stream cases (default 64, 1..1024)
 #   BENCH_CHUNKS       content chunks per streamed answer (default 20)
-#   BENCH_TARGETS      subset of "direct nginx gw1 gw2" (default: all four)
+#   BENCH_TARGETS      subset of "direct nginx gw1 gw2 gwcache" (default: all five)
 #   BENCH_MODEL        model name sent (default mock-1)
 #   BENCH_SKIP_BUILD   1: use bin/llm-proxy and bin/mockllm as they are
 #   BENCH_OUT          report file (default bench/results-latest.md)
@@ -36,7 +42,7 @@ export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
 DURATION="${BENCH_DURATION:-10}"
 CONNS="${BENCH_CONNECTIONS:-64}"
 CHUNKS="${BENCH_CHUNKS:-20}"
-TARGETS="${BENCH_TARGETS:-direct nginx gw1 gw2}"
+TARGETS="${BENCH_TARGETS:-direct nginx gw1 gw2 gwcache}"
 MODEL="${BENCH_MODEL:-mock-1}"
 OUT="${BENCH_OUT:-bench/results-latest.md}"
 WARMUP=1
@@ -51,7 +57,7 @@ is_int_in "$DURATION" 1 120 || die "BENCH_DURATION must be 1..120 seconds, got '
 is_int_in "$CONNS" 1 1024 || die "BENCH_CONNECTIONS must be 1..1024, got '$CONNS'"
 is_int_in "$CHUNKS" 1 10000 || die "BENCH_CHUNKS must be 1..10000, got '$CHUNKS'"
 for t in $TARGETS; do
-	case "$t" in direct | nginx | gw1 | gw2) ;; *) die "unknown target '$t' in BENCH_TARGETS (direct nginx gw1 gw2)" ;; esac
+	case "$t" in direct | nginx | gw1 | gw2 | gwcache) ;; *) die "unknown target '$t' in BENCH_TARGETS (direct nginx gw1 gw2 gwcache)" ;; esac
 done
 for tool in wrk curl taskset getconf timeout awk; do
 	command -v "$tool" >/dev/null 2>&1 || die "$tool not found (scripts/install-test-deps.sh installs the tools)"
@@ -279,10 +285,12 @@ EOF
 	wait_http "$BASE_URL/v1/models" "$SUT_PID" "$dir/stdout.log"
 }
 
-# start_gateway N: a gateway with N workers on a fresh data directory, with a
-# "mock" upstream and a key made through the CLI. Sets SUT_PID, BASE_URL, KEY.
+# start_gateway N NAME [VAR=VALUE...]: a gateway with N workers on a fresh data
+# directory named NAME, with a "mock" upstream and a key made through the CLI, and
+# extra environment. Sets SUT_PID, BASE_URL, KEY.
 start_gateway() {
-	local n="$1" dir="$TMP/gw$1" i
+	local n="$1" dir="$TMP/$2" i
+	shift 2
 	mkdir -p "$dir"
 	free_port
 	local -a genv=(env
@@ -291,7 +299,8 @@ start_gateway() {
 		LLM_PROXY_WORKERS="$n"
 		LLM_PROXY_DATABASE_PATH="$dir/llm-proxy.db"
 		LLM_PROXY_LOG_DIR="$dir/logs"
-		LLM_PROXY_SHUTDOWN_TIMEOUT=5s)
+		LLM_PROXY_SHUTDOWN_TIMEOUT=5s
+		"$@")
 	"${genv[@]}" bin/llm-proxy migrate >"$dir/cli.log" 2>&1 || {
 		cat "$dir/cli.log" >&2
 		return 1
@@ -447,7 +456,12 @@ run_target() {
 		;;
 	gw1 | gw2)
 		ROOT_LABEL="supervisor" CHILD_LABEL="worker"
-		start_gateway "${target#gw}" || return 1
+		start_gateway "${target#gw}" "$target" || return 1
+		key="$KEY"
+		;;
+	gwcache)
+		ROOT_LABEL="supervisor" CHILD_LABEL="worker"
+		start_gateway 1 "$target" LLM_PROXY_CACHE_MODE=exact || return 1
 		key="$KEY"
 		;;
 	esac
@@ -461,6 +475,17 @@ run_target() {
 	# Warm-up: fill the connection pools, fault in the code paths.
 	timeout $((WARMUP + 30)) "${CLIENT_PIN[@]}" wrk -t1 -c"$CONNS" -d"${WARMUP}s" \
 		-s "$TMP/chat-$target.lua" "$BASE_URL/v1/chat/completions" >/dev/null 2>&1 || true
+	if [ "$target" = gwcache ]; then
+		# The figures are only those of cache hits if the repeated request is one.
+		local hit
+		hit="$(curl -sS -o /dev/null -D - --max-time 10 -X POST -H 'Content-Type: application/json' \
+			-H "Authorization: Bearer $key" --data "$CHAT_BODY" "$BASE_URL/v1/chat/completions" |
+			awk -F': ' 'tolower($1) == "x-llm-proxy-cache" { gsub(/\r/, "", $2); print $2 }')"
+		if [ "$hit" != hit-l1 ]; then
+			echo "bench: gwcache: the repeated request answered X-LLM-Proxy-Cache '$hit', not hit-l1" >&2
+			return 1
+		fi
+	fi
 
 	measure "$target" chat "$TMP/chat-$target.lua" "$CONNS" "$DURATION"
 	measure "$target" stream "$TMP/stream-$target.lua" "$CONNS" "$DURATION"
@@ -499,7 +524,8 @@ ratio() {
 }
 fmt() { if [ -n "${1:-}" ]; then echo "$1"; else echo "-"; fi; }
 
-declare -A NAMES=([direct]="mockllm direct" [nginx]="nginx" [gw1]="gateway 1 worker" [gw2]="gateway 2 workers")
+declare -A NAMES=([direct]="mockllm direct" [nginx]="nginx" [gw1]="gateway 1 worker" [gw2]="gateway 2 workers"
+	[gwcache]="gateway 1 worker, cache hits (L1)")
 REPORT="$TMP/report.md"
 {
 	echo "# llm-proxy benchmark"
@@ -569,6 +595,10 @@ REPORT="$TMP/report.md"
 		added_ng="$(awk -v a="${P50[latency/nginx]:-}" -v b="${P50[latency/direct]:-}" 'BEGIN { if (a != "" && b != "") printf "%.4f", a - b }')"
 		bar "added p50 at 1 connection ≤ 1.5× nginx's (ratio)" "$(q "$added_gw" "$added_ng")" "<=" 1.5
 		bar "idle worker RSS < 30 MiB (MiB)" "${IDLEWORKER[gw1]:-}" "<" 30
+		if [[ " $TARGETS " == *" gwcache "* ]]; then
+			bar "L1 cache-hit req/s ≥ 3× non-cached pass-through (ratio)" "$(q "${RPS[chat/gwcache]:-}" "${RPS[chat/gw1]:-}")" ">=" 3
+			echo "| L1 cache-hit req/s vs nginx (ratio) | $(ratio "${RPS[chat/gwcache]:-}" "${RPS[chat/nginx]:-}") | - |"
+		fi
 	fi
 	if [ "$ERRORS" -gt 0 ]; then
 		echo

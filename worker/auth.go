@@ -22,6 +22,11 @@ type keyEntry struct {
 	userID    int64
 	// limits are the key's own limits merged over the configured defaults.
 	limits limits.Limits
+	// userModels is the owning user's allow-list (nil: every model); noBodies opts
+	// the key out of body logging. Set by loadKeyExtras (usermodels.go).
+	userModels    map[string]struct{}
+	userModelList []string
+	noBodies      bool
 }
 
 func (k *keyEntry) allows(model []byte) bool {

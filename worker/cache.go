@@ -22,6 +22,10 @@ type cacheStep struct {
 	sreq     cache.SemanticRequest
 	vec      []float32
 	asm      *cache.Assembler
+	// ttl is the route's cache lifetime (0: the cache's default); pre is the embedding
+	// semantic routing computed (semroute.go).
+	ttl time.Duration
+	pre preEmbedding
 }
 
 // cacheJob is an answer waiting to be written to the cache. Writes happen off the
@@ -46,7 +50,7 @@ func (w *Worker) cacheLookup(ctx *fasthttp.RequestCtx, x *exchange, key *keyEntr
 	if c == nil || ep.inbound {
 		return false
 	}
-	mode := c.Config().Mode
+	mode, ttl := w.cacheOverride(c.Config().Mode, key.id, x)
 	if mode == cache.ModeOff {
 		return false
 	}
@@ -66,10 +70,10 @@ func (w *Worker) cacheLookup(ctx *fasthttp.RequestCtx, x *exchange, key *keyEntr
 		return false
 	}
 	st := &x.cache
-	*st = cacheStep{on: true, key: k, ns: ns, model: x.rec.Model}
+	*st = cacheStep{on: true, key: k, ns: ns, model: x.rec.Model, ttl: ttl, pre: st.pre}
 	if mode == cache.ModeSemantic && ep.name == endpointChat.name {
 		if sr, ok := cache.PrepareSemantic(ns, x.rec.Model, body, c.Config().SemanticMaxMessages); ok {
-			if vec, err := c.Embed(context.Background(), sr.Text, nil); err == nil {
+			if vec, err := w.requestVector(x, sr.Text); err == nil {
 				st.semantic, st.sreq, st.vec = true, sr, vec
 			}
 		}
@@ -82,7 +86,10 @@ func (w *Worker) cacheLookup(ctx *fasthttp.RequestCtx, x *exchange, key *keyEntr
 			var m cache.Match
 			if e, m, ok = c.SemanticGet(lctx, st.sreq, st.vec); ok {
 				tier = cache.TierSemantic
-				x.rec.Route = "semantic-cache score=" + strconv.FormatFloat(float64(m.Score), 'f', 3, 32)
+				if x.rec.Route != "" { // keep a semantic route's decision
+					x.rec.Route += "; "
+				}
+				x.rec.Route += "semantic-cache score=" + strconv.FormatFloat(float64(m.Score), 'f', 3, 32)
 			}
 		}
 		cancel()
@@ -136,6 +143,10 @@ func (w *Worker) cacheStore(x *exchange, body []byte) {
 			PromptTokens: x.rec.PromptTokens, CompletionTokens: x.rec.CompletionTokens,
 		},
 		semantic: st.semantic, sreq: st.sreq, vec: st.vec,
+	}
+	if st.ttl > 0 {
+		job.entry.Created = time.Now()
+		job.entry.Expires = job.entry.Created.Add(st.ttl)
 	}
 	select {
 	case w.cacheJobs <- job:

@@ -20,12 +20,33 @@ type Config struct {
 	DefaultRPM         int64         `envconfig:"DEFAULT_RPM" default:"0" desc:"requests per minute allowed to a key that sets none (0: unlimited)"`
 	DefaultTPM         int64         `envconfig:"DEFAULT_TPM" default:"0" desc:"tokens per minute allowed to a key that sets none (0: unlimited)"`
 	DefaultMaxParallel int64         `envconfig:"DEFAULT_MAX_PARALLEL" default:"0" desc:"requests in flight allowed to a key that sets none (0: unlimited)"`
+	RetryBudgetPercent int           `envconfig:"RETRY_BUDGET_PERCENT" default:"20" desc:"retries allowed per worker, as a percentage of its requests over 10 s"`
+	RetryBudgetMin     int           `envconfig:"RETRY_BUDGET_MIN" default:"3" desc:"retries always allowed per worker per 10 s, whatever the percentage"`
 	PprofAddr          string        `envconfig:"PPROF_ADDR" default:"" desc:"if set (loopback host:port), each worker serves net/http/pprof at port + its slot number; off by default"`
 	ShutdownTimeout    time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"30s" desc:"on SIGTERM, how long in-flight requests and open streams may take to finish"`
+	// TraceConfig: OpenTelemetry export (OTEL_ENDPOINT, ...), off by default (tracing.go).
+	TraceConfig
+	// BodyLogConfig: request body logging (LOG_BODIES, LOG_BODY_MAX_BYTES), off by default (bodylog.go).
+	BodyLogConfig
 }
 
 // Validate reports the first invalid field, naming its environment variable.
 func (c Config) Validate() error {
+	if err := c.Config.Validate(); err != nil {
+		return err
+	}
+	if c.RetryBudgetPercent < 0 || c.RetryBudgetPercent > 100 {
+		return fmt.Errorf("LLM_PROXY_RETRY_BUDGET_PERCENT=%d is invalid: must be from 0 to 100", c.RetryBudgetPercent)
+	}
+	if c.RetryBudgetMin < 0 {
+		return fmt.Errorf("LLM_PROXY_RETRY_BUDGET_MIN=%d is invalid: must be 0 or more", c.RetryBudgetMin)
+	}
+	if c.LogBodyMaxBytes < 0 {
+		return fmt.Errorf("LLM_PROXY_LOG_BODY_MAX_BYTES=%d is invalid: must be 0 or more", c.LogBodyMaxBytes)
+	}
+	if c.OTelSampleRatio < 0 || c.OTelSampleRatio > 1 {
+		return fmt.Errorf("LLM_PROXY_OTEL_SAMPLE_RATIO=%v is invalid: must be from 0 to 1", c.OTelSampleRatio)
+	}
 	if c.MaxBodyBytes < 1024 {
 		return fmt.Errorf("LLM_PROXY_MAX_BODY_BYTES=%d is invalid: must be at least 1024", c.MaxBodyBytes)
 	}

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"io"
 	"math"
 	"net"
 	"sync/atomic"
@@ -86,14 +85,31 @@ const (
 // makes the kernel reset it, and a client that does not use Expect: 100-continue
 // (the OpenAI SDKs) then sees "connection reset" instead of the 413. This is
 // nginx's lingering close, bounded in bytes and time so a slow sender cannot hold
-// the connection. The bytes are discarded as they arrive, never buffered.
+// the connection. It stops as soon as the client pauses (drainIdle): part of the
+// body may already sit in fasthttp's buffer, so counting bytes alone would wait
+// for bytes that never come. The bytes are discarded as they arrive.
 func drainBody(conn net.Conn, contentLength int64) {
-	n := int64(drainMaxBytes)
-	if contentLength >= 0 && contentLength < n {
-		n = contentLength
+	limit := int64(drainMaxBytes)
+	if contentLength >= 0 && contentLength < limit {
+		limit = contentLength
 	}
-	if err := conn.SetReadDeadline(time.Now().Add(drainTimeout)); err != nil {
-		return
+	end := time.Now().Add(drainTimeout)
+	buf := make([]byte, 32<<10)
+	for read := int64(0); read < limit; {
+		deadline := time.Now().Add(drainIdle)
+		if deadline.After(end) {
+			deadline = end
+		}
+		if err := conn.SetReadDeadline(deadline); err != nil {
+			return
+		}
+		n, err := conn.Read(buf[:min(int64(len(buf)), limit-read)])
+		read += int64(n)
+		if err != nil {
+			return
+		}
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(conn, n))
 }
+
+// drainIdle ends the lingering read when the client sends nothing for this long.
+const drainIdle = 200 * time.Millisecond

@@ -13,6 +13,7 @@ import (
 
 	"github.com/valyala/bytebufferpool"
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/llm-proxy/llm-proxy/cache"
 	"github.com/llm-proxy/llm-proxy/routing"
@@ -56,6 +57,8 @@ type attempt struct {
 	outcome    routing.Outcome
 	retryAfter time.Duration
 	timedOut   atomic.Bool
+
+	span trace.Span // the attempt's span when tracing is on (tracing.go)
 }
 
 // ok reports an answer worth relaying as a success.
@@ -73,6 +76,7 @@ func (a *attempt) answerBody() []byte {
 
 // close releases everything the attempt holds; the attempt is not used afterwards.
 func (a *attempt) close() {
+	endAttempt(a)
 	if a.br != nil {
 		readerPut(a.br)
 		a.br = nil
@@ -266,6 +270,7 @@ func (w *Worker) try(reqCtx context.Context, x *exchange, ep endpoint, d *routin
 		req.SetBodyRaw(tbody)
 	}
 
+	w.tracing.startAttempt(x, a, req)
 	// In flight until close: a stream occupies the deployment until it ends.
 	d.Begin()
 	a.begun = true
@@ -492,6 +497,7 @@ func (w *Worker) relayBuffered(ctx *fasthttp.RequestCtx, x *exchange, a *attempt
 		x.rec.ErrorClass = classUpstream
 	}
 	ctx.SetBody(body)
+	w.captureResponse(x, body)
 	w.finish(x)
 }
 
@@ -547,6 +553,9 @@ func (w *Worker) pumpStream(bw *bufio.Writer, x *exchange, a *attempt, watch *di
 		line, err := br.ReadSlice('\n')
 		idleTimer.Reset(w.cfg.StreamIdleTimeout)
 		if len(line) > 0 && !clientGone {
+			if !recorded {
+				w.captureResponse(x, line)
+			}
 			forward := true
 			if skipBlank && len(bytes.TrimSpace(line)) == 0 {
 				forward, skipBlank = false, false

@@ -47,12 +47,14 @@ func testConfig() Config {
 			ResponseHeaderTimeout: 5 * time.Second,
 			ConnectTimeout:        2 * time.Second,
 		},
-		FirstByteTimeout:  5 * time.Second,
-		StreamIdleTimeout: 5 * time.Second,
-		RequestTimeout:    10 * time.Second,
-		ReadTimeout:       5 * time.Second,
-		IdleTimeout:       10 * time.Second,
-		ShutdownTimeout:   5 * time.Second,
+		FirstByteTimeout:   5 * time.Second,
+		StreamIdleTimeout:  5 * time.Second,
+		RequestTimeout:     10 * time.Second,
+		RetryBudgetPercent: 20,
+		RetryBudgetMin:     3,
+		ReadTimeout:        5 * time.Second,
+		IdleTimeout:        10 * time.Second,
+		ShutdownTimeout:    5 * time.Second,
 	}
 }
 

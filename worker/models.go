@@ -7,7 +7,8 @@ import (
 )
 
 // models answers GET /v1/models with the models this key may use: the routing
-// table's named models, or the key's allow-list when it has one. Wildcard
+// table's named models, or the key's allow-list when it has one, less the models
+// the key's user may not use. Wildcard
 // upstreams accept any name, so only allow-listed names are listed for them.
 func (w *Worker) models(ctx *fasthttp.RequestCtx) {
 	key, res := w.keys.Load().authenticate(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization), time.Now())
@@ -23,10 +24,12 @@ func (w *Worker) models(ctx *fasthttp.RequestCtx) {
 		// An allow-listed model is listed when something serves it, including a
 		// wildcard upstream.
 		names = key.modelList
+	} else if key.userModels != nil {
+		names = key.userModelList
 	}
 	first := true
 	for _, m := range names {
-		if table.Lookup(m) == nil {
+		if table.Lookup(m) == nil || !key.allowsName(m) {
 			continue
 		}
 		owner := "llm-proxy"

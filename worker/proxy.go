@@ -3,12 +3,14 @@ package worker
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"io"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/llm-proxy/llm-proxy/routing"
 	"github.com/llm-proxy/llm-proxy/routing/provider/anthropic"
@@ -58,6 +60,15 @@ type exchange struct {
 	estimated bool
 	cache     cacheStep
 	started   time.Time
+	// traceparent is the client's W3C traceparent, passed upstream; span and spanCtx
+	// are the request's span when tracing is on (tracing.go).
+	traceparent []byte
+	span        trace.Span
+	spanCtx     context.Context
+	// bodies: this request's bodies are being captured for the body log (bodylog.go).
+	bodies              bool
+	reqBody, respBody   []byte
+	reqTrunc, respTrunc bool
 }
 
 var exchangePool = sync.Pool{New: func() any { return &exchange{body: make([]byte, 0, 4096)} }}
@@ -99,8 +110,11 @@ func (w *Worker) serveProxy(ctx *fasthttp.RequestCtx, ep endpoint) {
 		Endpoint:  ep.name,
 	}
 	ctx.Response.Header.Set("X-Request-Id", x.rec.RequestID)
+	keepTraceparent(ctx, x)
+	w.tracing.startRequest(ctx, x, ep.name)
 
 	body := ctx.PostBody()
+	w.captureRequest(x, key, body)
 	if ep.inbound {
 		x.inbound = &anthropic.Inbound{}
 		chat, _, _, err := x.inbound.Request(body)
@@ -117,11 +131,12 @@ func (w *Worker) serveProxy(ctx *fasthttp.RequestCtx, ep endpoint) {
 	x.rec.Model = string(x.req.Model)
 	stream := x.req.Stream && ep.streamable
 	x.rec.Stream = stream
-	if !key.allows(x.req.Model) {
+	if !key.allows(x.req.Model) || !key.userAllows(x.req.Model) {
 		w.reject(ctx, x, fasthttp.StatusForbidden, "permission_error", "model_not_allowed",
 			"This API key is not allowed to use the model '"+x.rec.Model+"'.", classForbidden)
 		return
 	}
+	w.routeSemantic(ctx, x, ep, body) // a semantic route rewrites x.rec.Model to its choice
 	pool := w.routes.Load().Lookup(x.rec.Model)
 	if pool == nil {
 		w.reject(ctx, x, fasthttp.StatusNotFound, "invalid_request_error", "model_not_found",
@@ -141,6 +156,7 @@ func (w *Worker) serveProxy(ctx *fasthttp.RequestCtx, ep endpoint) {
 func (w *Worker) reject(ctx *fasthttp.RequestCtx, x *exchange, status int, typ, code, msg, class string) {
 	writeError(ctx, status, typ, code, msg)
 	ctx.Response.Header.Set("X-Request-Id", x.rec.RequestID)
+	w.captureResponse(x, ctx.Response.Body())
 	x.rec.Status = status
 	x.rec.ErrorClass = class
 	w.finish(x)
@@ -164,6 +180,8 @@ func (w *Worker) finish(x *exchange) {
 	if w.deps.Metrics != nil {
 		w.deps.Metrics.Observe(&x.rec)
 	}
+	w.writeBodies(x)
+	w.tracing.endRequest(x)
 	x.rec = spool.Record{}
 	x.inbound, x.estimated = nil, false
 	x.cache = cacheStep{}

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -56,6 +57,9 @@ type Deps struct {
 	// Metrics counts whole-server totals in shared memory and serves /metrics.
 	Metrics       *metrics.Metrics
 	MetricsConfig metrics.Config
+	// BodySpool receives the redacted request and response bodies when
+	// LLM_PROXY_LOG_BODIES is on (bodylog.go); nil: bodies are never logged.
+	BodySpool *spool.Writer
 }
 
 // Worker serves the gateway's HTTP API.
@@ -74,6 +78,10 @@ type Worker struct {
 
 	prices    atomic.Pointer[limits.PriceTable]
 	cacheJobs chan cacheJob
+	sem       semExt // semantic routes and cache overrides (semroute.go)
+
+	// tracing exports spans when LLM_PROXY_OTEL_ENDPOINT is set; nil: off.
+	tracing *tracing
 
 	// book holds live routing state (health, circuits, counters) across table
 	// rebuilds; budget caps retries.
@@ -87,6 +95,10 @@ type Worker struct {
 
 	// draining is set by Shutdown: every response from then on says Connection: close.
 	draining atomic.Bool
+
+	// lnMu guards ln, the listener Serve was given (see Shutdown).
+	lnMu sync.Mutex
+	ln   net.Listener
 
 	// served counts finished proxied requests; inFlight those still running.
 	served   atomic.Uint64
@@ -125,7 +137,12 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Worker, error) {
 	w.userAgent = "llm-proxy/" + deps.Version
 	w.book = routing.NewBook(deps.Counters)
 	w.cacheJobs = make(chan cacheJob, cacheJobQueue)
-	w.budget = routing.DefaultRetryBudget()
+	tr, err := newTracing(cfg.TraceConfig, deps.Version, deps.Slot)
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	w.tracing = tr
+	w.budget = routing.NewRetryBudget(float64(cfg.RetryBudgetPercent)/100, cfg.RetryBudgetMin, 10*time.Second)
 	if err := w.refresh(ctx, true); err != nil {
 		return nil, err
 	}
@@ -198,7 +215,14 @@ func (w *Worker) serverError(ctx *fasthttp.RequestCtx, err error) {
 
 // Serve accepts connections on ln until Shutdown.
 func (w *Worker) Serve(ln net.Listener) error {
-	if err := w.server.Serve(ln); err != nil {
+	w.lnMu.Lock()
+	if w.draining.Load() {
+		w.lnMu.Unlock()
+		return nil
+	}
+	w.ln = ln
+	w.lnMu.Unlock()
+	if err := w.server.Serve(ln); err != nil && !w.draining.Load() {
 		return fmt.Errorf("worker: serve: %w", err)
 	}
 	return nil
@@ -246,7 +270,15 @@ wait:
 		case <-poll.C:
 		}
 	}
-	if err := w.server.ShutdownWithContext(ctx); err != nil {
+	err := w.server.ShutdownWithContext(ctx)
+	// fasthttp's Shutdown does nothing when Serve has not registered its listener
+	// yet (a stop right at start-up); closing it here makes Serve return anyway.
+	w.lnMu.Lock()
+	if w.ln != nil {
+		_ = w.ln.Close()
+	}
+	w.lnMu.Unlock()
+	if err != nil {
 		return fmt.Errorf("worker: shutdown: %w", err)
 	}
 	return nil
@@ -259,6 +291,14 @@ func (w *Worker) Run(ctx context.Context) error {
 		defer func() { <-done }()
 		go func() { defer close(done); w.runCacheWriter(ctx) }()
 	}
+	defer func() {
+		// Export the spans still buffered; the HTTP server has drained by now.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := w.tracing.shutdown(ctx); err != nil {
+			w.logger.Warn("flush traces", "error", err)
+		}
+	}()
 	t := time.NewTicker(w.refreshInterval)
 	defer t.Stop()
 	for {
@@ -284,7 +324,11 @@ func (w *Worker) refresh(ctx context.Context, force bool) error {
 		if err != nil {
 			return fmt.Errorf("worker: load keys: %w", err)
 		}
-		w.keys.Store(newKeySnapshot(keys, w.cfg))
+		snap := newKeySnapshot(keys, w.cfg)
+		if err := w.loadKeyExtras(ctx, snap); err != nil {
+			return err
+		}
+		w.keys.Store(snap)
 		w.gens.Keys = g.Keys
 		if !force {
 			w.logger.Debug("api keys reloaded", "count", len(keys))
@@ -330,6 +374,9 @@ func (w *Worker) refresh(ctx context.Context, force bool) error {
 		if !force {
 			w.logger.Debug("routing table reloaded", "upstreams", len(ups))
 		}
+	}
+	if err := w.refreshSemantic(ctx, g, force); err != nil {
+		return err
 	}
 	w.gens.Settings = g.Settings
 	return nil

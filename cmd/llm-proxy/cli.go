@@ -56,11 +56,11 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 			return nil
 		})
 	case "keys":
-		return runKeys(ctx, args[1:], stdout, stderr)
+		return runKeysCLI(ctx, args[1:], stdout, stderr)
 	case "upstreams":
 		return runUpstreams(ctx, args[1:], stdout, stderr)
 	case "routes":
-		return runRoutes(ctx, args[1:], stdout, stderr)
+		return runRoutesCLI(ctx, args[1:], stdout, stderr)
 	case "status":
 		return runStatus(ctx, args[1:], stdout, stderr)
 	case "cache":

@@ -123,6 +123,8 @@ var notFromDB = map[string]bool{
 // "invalid value" message. Variables not listed get a description by their Go type.
 var accepted = map[string]string{
 	"PORT":                    "a whole number from 1 to 65535",
+	"ALLOW_PRIVATE_UPSTREAMS": "loopback (default), true or false",
+	"CACHE_MODE":              "off, exact or semantic",
 	"WORKERS":                 "a whole number of at least 1",
 	"LOG_LEVEL":               "DEBUG, INFO, WARN or ERROR",
 	"LOAD_BALANCE_STRATEGY":   strings.Join(routing.Strategies, ", "),
@@ -525,7 +527,8 @@ Usage:
   llm-proxy routes remove M
   llm-proxy cache purge --all | --model M | --prefix HEX
                                  remove cached answers (every worker's memory tier within 1s)
-  llm-proxy backup FILE          consistent copy of the database while the gateway runs
+  llm-proxy backup FILE [--timeout 30m]
+                                 consistent copy of the database while the gateway runs
   llm-proxy migrate              apply pending database migrations
   llm-proxy status               print workers and the primary lease as JSON
   llm-proxy version              print version, commit and build date

@@ -106,6 +106,21 @@ func runWorker(stderr io.Writer) error {
 		ID: id, Slot: slot, PID: pid, Version: version,
 	}, coordinator.SystemClock(), logger)
 	coord.AddTask(coordinator.IngestTask(st, cfg.SpoolDir, logger))
+	// Request bodies (LOG_BODIES) have a spool directory of their own; the task runs even
+	// with logging off so files left from before it was turned off still arrive.
+	bodyDir := filepath.Join(cfg.SpoolDir, "bodies")
+	coord.AddTask(coordinator.Task{Name: "body-ingest", Interval: time.Second, Run: func(ctx context.Context, epoch int64) error {
+		_, err := st.IngestBodySpools(ctx, bodyDir, epoch, 64)
+		return err
+	}})
+	var bodySpool *spool.Writer
+	if cfg.WorkerConfig.LogBodies {
+		if bodySpool, err = spool.Create(bodyDir, id, spoolFileBytes); err != nil {
+			sp.Close()
+			return err
+		}
+		defer bodySpool.Close()
+	}
 	coord.AddTask(coordinator.RetentionTask(st, cfg.CoordinatorConfig.LogRetentionDays, logger))
 	coord.AddTask(coordinator.CheckpointTask(st, logger))
 	coord.AddTask(admin.RollupTask(st, logger))
@@ -156,6 +171,7 @@ func runWorker(stderr io.Writer) error {
 		Metrics:       met,
 		MetricsConfig: cfg.MetricsConfig,
 		Limiter:       limiter,
+		BodySpool:     bodySpool,
 	})
 	if err != nil {
 		sp.Close()

@@ -1,7 +1,8 @@
 // Package admin is the web admin and its JSON API: users and sessions, CSRF protection,
-// client keys, admin API tokens, upstreams, request logs, settings, statistics and
-// workers, plus the server-rendered pages (html/template with Alpine.js and uPlot from
-// the embedded static folder). The worker mounts it with Register.
+// client keys (with their limits and spend), admin API tokens, upstreams, routes, the
+// response cache, model prices, request logs, settings, statistics and workers, plus the
+// server-rendered pages (html/template with Alpine.js and uPlot from the embedded static
+// folder). The worker mounts it with Register.
 package admin
 
 import (
@@ -249,6 +250,15 @@ func (a *Admin) routeTable() []route {
 		{method: "PUT", path: "/api/upstreams/{id}", access: adminOnly, h: a.updateUpstream},
 		{method: "DELETE", path: "/api/upstreams/{id}", access: adminOnly, h: a.deleteUpstream},
 		{method: "POST", path: "/api/upstreams/{id}/test", access: adminOnly, h: a.testUpstream},
+		// Routes, cache and prices.
+		{method: "GET", path: "/api/routes", access: adminOnly, h: a.listRoutes},
+		{method: "PUT", path: "/api/routes/{model:*}", access: adminOnly, h: a.putRoute},
+		{method: "DELETE", path: "/api/routes/{model:*}", access: adminOnly, h: a.deleteRoute},
+		{method: "GET", path: "/api/cache", access: adminOnly, h: a.getCache},
+		{method: "POST", path: "/api/cache/purge", access: adminOnly, h: a.purgeCache},
+		{method: "GET", path: "/api/prices", access: adminOnly, h: a.listPrices},
+		{method: "PUT", path: "/api/prices/{model:*}", access: adminOnly, h: a.putPrice},
+		{method: "DELETE", path: "/api/prices/{model:*}", access: adminOnly, h: a.deletePrice},
 		// Settings, statistics, workers.
 		{method: "GET", path: "/api/settings", access: adminOnly, h: a.getSettings},
 		{method: "PUT", path: "/api/settings", access: adminOnly, h: a.putSettings},
@@ -260,6 +270,9 @@ func (a *Admin) routeTable() []route {
 		{method: "GET", path: "/password", access: signedIn, page: true, h: a.passwordPage},
 		{method: "GET", path: "/dashboard", access: member, page: true, h: a.dashboardPage},
 		{method: "GET", path: "/upstreams", access: adminOnly, page: true, h: a.upstreamsPage},
+		{method: "GET", path: "/routes", access: adminOnly, page: true, h: a.routesPage},
+		{method: "GET", path: "/cache", access: adminOnly, page: true, h: a.cachePage},
+		{method: "GET", path: "/prices", access: adminOnly, page: true, h: a.pricesPage},
 		{method: "GET", path: "/keys", access: member, page: true, h: a.keysPage},
 		{method: "GET", path: "/users", access: adminOnly, page: true, h: a.usersPage},
 		{method: "GET", path: "/logs", access: member, page: true, h: a.logsPage},

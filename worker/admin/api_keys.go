@@ -44,17 +44,19 @@ func newSecret(prefix string) (string, error) {
 func displayPrefix(key string) string { return key[:8] + "…" }
 
 type keyJSON struct {
-	ID        int64    `json:"id"`
-	Name      string   `json:"name"`
-	Prefix    string   `json:"prefix"`
-	Models    []string `json:"models"` // [] allows every model
-	CreatedAt string   `json:"created_at"`
-	ExpiresAt *string  `json:"expires_at"` // null: never
-	RevokedAt *string  `json:"revoked_at"`
-	State     string   `json:"state"` // active, disabled, revoked or expired
-	Enabled   bool     `json:"enabled"`
-	UserID    *int64   `json:"user_id"` // null: no owner (made by the CLI)
-	Username  string   `json:"username,omitempty"`
+	ID        int64      `json:"id"`
+	Name      string     `json:"name"`
+	Prefix    string     `json:"prefix"`
+	Models    []string   `json:"models"` // [] allows every model
+	CreatedAt string     `json:"created_at"`
+	ExpiresAt *string    `json:"expires_at"` // null: never
+	RevokedAt *string    `json:"revoked_at"`
+	State     string     `json:"state"` // active, disabled, revoked or expired
+	Enabled   bool       `json:"enabled"`
+	UserID    *int64     `json:"user_id"` // null: no owner (made by the CLI)
+	Username  string     `json:"username,omitempty"`
+	Limits    limitsJSON `json:"limits"`
+	Spend     spendJSON  `json:"spend"` // in the budget period (total when the key has no budget)
 }
 
 func timePtr(t time.Time) *string {
@@ -67,7 +69,8 @@ func timePtr(t time.Time) *string {
 
 func toKeyJSON(k store.OwnedKey, now time.Time) keyJSON {
 	out := keyJSON{ID: k.ID, Name: k.Name, Prefix: k.Prefix, Models: k.Models, CreatedAt: k.CreatedAt.UTC().Format(time.RFC3339),
-		ExpiresAt: timePtr(k.ExpiresAt), RevokedAt: timePtr(k.RevokedAt), State: k.State(now), Username: k.Username}
+		ExpiresAt: timePtr(k.ExpiresAt), RevokedAt: timePtr(k.RevokedAt), State: k.State(now), Username: k.Username,
+		Limits: toLimitsJSON(k.Limits)}
 	if out.Models == nil {
 		out.Models = []string{}
 	}
@@ -83,15 +86,10 @@ func toKeyJSON(k store.OwnedKey, now time.Time) keyJSON {
 }
 
 func (a *Admin) listKeys(c *call) {
-	keys, err := a.st.OwnedKeys(c.ctx, c.scopeUser())
+	out, err := a.keyList(c)
 	if err != nil {
 		c.internal(err, a.logger)
 		return
-	}
-	now := a.now()
-	out := make([]keyJSON, 0, len(keys))
-	for _, k := range keys {
-		out = append(out, toKeyJSON(k, now))
 	}
 	c.json(fasthttp.StatusOK, map[string]any{"data": out})
 }
@@ -140,10 +138,11 @@ func parseExpiry(v *validation, s string, now time.Time) time.Time {
 
 func (a *Admin) createKey(c *call) {
 	var req struct {
-		Name      string   `json:"name"`
-		Models    []string `json:"models"`
-		ExpiresAt string   `json:"expires_at"`
-		UserID    *int64   `json:"user_id"` // admin only: create for another user
+		Name      string         `json:"name"`
+		Models    []string       `json:"models"`
+		ExpiresAt string         `json:"expires_at"`
+		UserID    *int64         `json:"user_id"` // admin only: create for another user
+		Limits    *limitsRequest `json:"limits"`  // admin only
 	}
 	if !c.decode(&req) {
 		return
@@ -168,6 +167,10 @@ func (a *Admin) createKey(c *call) {
 			owner = *req.UserID
 		}
 	}
+	lim := req.Limits.apply(&v, store.KeyLimits{})
+	if lim != (store.KeyLimits{}) && !c.isAdmin() {
+		v.add("limits", msgLimitsAdminOnly)
+	}
 	if !v.ok() {
 		c.invalid(&v)
 		return
@@ -177,20 +180,27 @@ func (a *Admin) createKey(c *call) {
 		c.internal(err, a.logger)
 		return
 	}
-	id, err := a.st.CreateOwnedAPIKey(c.ctx, store.APIKey{
+	// CreateAPIKey writes the owner and the limits in the same statement as the key.
+	id, err := a.st.CreateAPIKey(c.ctx, store.APIKey{
 		Name: req.Name, Hash: sha256.Sum256([]byte(key)), Prefix: displayPrefix(key), Models: models, CreatedAt: now, ExpiresAt: exp,
-	}, owner)
+		UserID: owner, Limits: lim,
+	})
 	if err != nil {
 		c.internal(err, a.logger)
 		return
 	}
-	k, err := a.st.OwnedKey(c.ctx, id)
+	k, err := a.st.OwnedKeyWithLimits(c.ctx, id)
+	if err != nil {
+		c.internal(err, a.logger)
+		return
+	}
+	out, err := a.keyOut(c, k, now)
 	if err != nil {
 		c.internal(err, a.logger)
 		return
 	}
 	a.logger.Info("api key created", "id", id, "name", req.Name, "by", c.user.Username)
-	c.json(fasthttp.StatusCreated, map[string]any{"key": key, "api_key": toKeyJSON(k, now)})
+	c.json(fasthttp.StatusCreated, map[string]any{"key": key, "api_key": out})
 }
 
 // ownKey loads key id if the caller may manage it; it answers 404 otherwise, so a user
@@ -200,7 +210,7 @@ func (a *Admin) ownKey(c *call) (store.OwnedKey, bool) {
 	if !ok {
 		return store.OwnedKey{}, false
 	}
-	k, err := a.st.OwnedKey(c.ctx, id)
+	k, err := a.st.OwnedKeyWithLimits(c.ctx, id)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		c.internal(err, a.logger)
 		return store.OwnedKey{}, false
@@ -218,10 +228,11 @@ func (a *Admin) updateKey(c *call) {
 		return
 	}
 	var req struct {
-		Name      *string   `json:"name"`
-		Models    *[]string `json:"models"`
-		ExpiresAt *string   `json:"expires_at"` // "" or null clears
-		Enabled   *bool     `json:"enabled"`
+		Name      *string        `json:"name"`
+		Models    *[]string      `json:"models"`
+		ExpiresAt *string        `json:"expires_at"` // "" or null clears
+		Enabled   *bool          `json:"enabled"`
+		Limits    *limitsRequest `json:"limits"` // fields left out keep their value; admin only
 	}
 	if !c.decode(&req) {
 		return
@@ -244,21 +255,39 @@ func (a *Admin) updateKey(c *call) {
 		e := parseExpiry(&v, *req.ExpiresAt, now)
 		upd.ExpiresAt = &e
 	}
+	var lim *store.KeyLimits
+	if req.Limits != nil {
+		l := req.Limits.apply(&v, k.Limits)
+		// A user sees their keys' limits but only an admin changes them; sending them back
+		// unchanged (a form that round-trips the key) is fine.
+		if l != k.Limits && !c.isAdmin() {
+			v.add("limits", msgLimitsAdminOnly)
+		}
+		lim = &l
+	}
 	if !v.ok() {
 		c.invalid(&v)
 		return
 	}
-	out, err := a.st.UpdateAPIKey(c.ctx, k.ID, upd, now)
+	out, err := a.st.UpdateAPIKeyWithLimits(c.ctx, k.ID, upd, lim, now)
+	if err == nil {
+		var j keyJSON
+		if j, err = a.keyOut(c, out, now); err == nil {
+			if lim != nil && *lim != k.Limits {
+				a.logger.Info("api key limits changed", "id", k.ID, "name", out.Name, "by", c.user.Username)
+			}
+			c.json(fasthttp.StatusOK, j)
+			return
+		}
+	}
 	switch {
 	case errors.Is(err, store.ErrKeyRevoked):
 		v.add("enabled", "This key was revoked for good and cannot be enabled again; create a new key.")
 		c.invalid(&v)
 	case errors.Is(err, store.ErrNotFound):
 		c.notFound("API key")
-	case err != nil:
-		c.internal(err, a.logger)
 	default:
-		c.json(fasthttp.StatusOK, toKeyJSON(out, now))
+		c.internal(err, a.logger)
 	}
 }
 
@@ -272,13 +301,18 @@ func (a *Admin) revokeKey(c *call) {
 		c.internal(err, a.logger)
 		return
 	}
-	out, err := a.st.OwnedKey(c.ctx, k.ID)
+	out, err := a.st.OwnedKeyWithLimits(c.ctx, k.ID)
+	if err != nil {
+		c.internal(err, a.logger)
+		return
+	}
+	j, err := a.keyOut(c, out, now)
 	if err != nil {
 		c.internal(err, a.logger)
 		return
 	}
 	a.logger.Info("api key revoked", "id", k.ID, "name", k.Name, "by", c.user.Username)
-	c.json(fasthttp.StatusOK, toKeyJSON(out, now))
+	c.json(fasthttp.StatusOK, j)
 }
 
 // Admin API tokens.

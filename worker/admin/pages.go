@@ -32,7 +32,7 @@ type pageSet struct {
 	pages map[string]*template.Template
 }
 
-var pageNames = []string{"login", "password", "dashboard", "upstreams", "keys", "users", "logs", "log", "workers", "settings", "help", "error"}
+var pageNames = []string{"login", "password", "dashboard", "upstreams", "routes", "cache", "prices", "keys", "users", "logs", "log", "workers", "settings", "help", "error"}
 
 var funcs = template.FuncMap{
 	"ms": func(us int64) string { return strconv.FormatFloat(float64(us)/1000, 'f', 1, 64) },
@@ -45,11 +45,24 @@ var funcs = template.FuncMap{
 		}
 		return strconv.FormatFloat(x, 'f', 2, 64)
 	},
-	"ts":   func(ms int64) string { return time.UnixMilli(ms).UTC().Format("2006-01-02 15:04:05") },
-	"join": strings.Join,
-	"list": func(v ...string) []string { return v },
-	"inc":  func(i int) int { return i + 1 },
-	"usd":  func(micro int64) string { return strconv.FormatFloat(float64(micro)/1e6, 'f', 6, 64) },
+	"ts":      func(ms int64) string { return time.UnixMilli(ms).UTC().Format("2006-01-02 15:04:05") },
+	"join":    strings.Join,
+	"list":    func(v ...string) []string { return v },
+	"inc":     func(i int) int { return i + 1 },
+	"usd":     func(micro int64) string { return strconv.FormatFloat(float64(micro)/1e6, 'f', 6, 64) },
+	"dollars": func(x float64) string { return "$" + strconv.FormatFloat(x, 'f', 2, 64) },
+	"price":   func(x float64) string { return strconv.FormatFloat(x, 'f', -1, 64) },
+	"bytes": func(n int64) string {
+		switch {
+		case n >= 1<<30:
+			return strconv.FormatFloat(float64(n)/(1<<30), 'f', 1, 64) + " GiB"
+		case n >= 1<<20:
+			return strconv.FormatFloat(float64(n)/(1<<20), 'f', 1, 64) + " MiB"
+		case n >= 1<<10:
+			return strconv.FormatFloat(float64(n)/(1<<10), 'f', 1, 64) + " KiB"
+		}
+		return strconv.FormatInt(n, 10) + " B"
+	},
 	"statusClass": func(s int) string {
 		switch {
 		case s >= 500 || s == 0:
@@ -112,11 +125,13 @@ func (a *Admin) render(c *call, status int, name, title string, data any) {
 		if !c.user.MustChangePassword {
 			items := []struct{ href, label string }{{"/dashboard", "Dashboard"}}
 			if pd.IsAdmin {
-				items = append(items, struct{ href, label string }{"/upstreams", "Upstreams"})
+				items = append(items, struct{ href, label string }{"/upstreams", "Upstreams"}, struct{ href, label string }{"/routes", "Routes"},
+					struct{ href, label string }{"/cache", "Cache"})
 			}
 			items = append(items, struct{ href, label string }{"/keys", "API keys"}, struct{ href, label string }{"/logs", "Logs"})
 			if pd.IsAdmin {
-				items = append(items, struct{ href, label string }{"/users", "Users"}, struct{ href, label string }{"/workers", "Workers"},
+				items = append(items, struct{ href, label string }{"/prices", "Prices"}, struct{ href, label string }{"/users", "Users"},
+					struct{ href, label string }{"/workers", "Workers"},
 					struct{ href, label string }{"/settings", "Settings"})
 			}
 			items = append(items, struct{ href, label string }{"/help", "Help"})
@@ -258,20 +273,20 @@ func (a *Admin) upstreamsPage(c *call) {
 }
 
 type keysData struct {
-	Keys  []keyJSON
-	Users []userJSON // admin: owners to create keys for
+	Keys    []keyJSON
+	Users   []userJSON // admin: owners to create keys for
+	IsAdmin bool       // may set limits
 }
 
 func (a *Admin) keysPage(c *call) {
-	keys, err := a.st.OwnedKeys(c.ctx, c.scopeUser())
+	keys, err := a.keyList(c)
 	if err != nil {
 		a.pageFailed(c, err)
 		return
 	}
-	now := a.now()
-	d := keysData{}
+	d := keysData{IsAdmin: c.isAdmin()}
 	for i := len(keys) - 1; i >= 0; i-- { // newest first
-		d.Keys = append(d.Keys, toKeyJSON(keys[i], now))
+		d.Keys = append(d.Keys, keys[i])
 	}
 	if c.isAdmin() {
 		users, err := a.st.ListUsers(c.ctx)
@@ -284,6 +299,33 @@ func (a *Admin) keysPage(c *call) {
 		}
 	}
 	a.render(c, fasthttp.StatusOK, "keys", "API keys", d)
+}
+
+func (a *Admin) routesPage(c *call) {
+	d, err := a.routeList(c)
+	if err != nil {
+		a.pageFailed(c, err)
+		return
+	}
+	a.render(c, fasthttp.StatusOK, "routes", "Routes", d)
+}
+
+func (a *Admin) cachePage(c *call) {
+	d, err := a.cacheStats(c)
+	if err != nil {
+		a.pageFailed(c, err)
+		return
+	}
+	a.render(c, fasthttp.StatusOK, "cache", "Cache", d)
+}
+
+func (a *Admin) pricesPage(c *call) {
+	d, err := a.priceList(c)
+	if err != nil {
+		a.pageFailed(c, err)
+		return
+	}
+	a.render(c, fasthttp.StatusOK, "prices", "Prices", d)
 }
 
 type usersData struct {

@@ -33,7 +33,8 @@ func TestPagesRenderWithSecurityHeaders(t *testing.T) {
 	kid, _ := h.st.CreateOwnedAPIKey(ctx, store.APIKey{Name: "page-key", Hash: [32]byte{9}, Prefix: "sk-page…"}, h.userID("root"))
 	insertLogs(t, h.dbPath, []store.RequestLog{{RequestID: "req-page-1", TsMs: time.Now().UnixMilli(), KeyID: kid, Model: "gpt-page", Upstream: "up-page", Status: 502, LatencyUs: 1500, ErrorClass: "upstream_error"}})
 	h.rollup()
-	if _, err := h.st.AddUpstream(ctx, store.Upstream{Name: "up-page", BaseURL: "http://127.0.0.1:1/v1", APIKey: "sk-secret-provider-key", Enabled: true, Weight: 1}); err != nil {
+	if _, err := h.st.AddUpstream(ctx, store.Upstream{Name: "up-page", BaseURL: "http://127.0.0.1:1/v1", APIKey: "sk-secret-provider-key", Enabled: true, Weight: 1,
+		Deployments: []store.Deployment{{PublicModel: "gpt-page", MaxConcurrent: 9}}}); err != nil {
 		t.Fatal(err)
 	}
 	page, _ := h.st.QueryLogs(ctx, store.LogFilter{})
@@ -45,7 +46,10 @@ func TestPagesRenderWithSecurityHeaders(t *testing.T) {
 		{"/dashboard", []string{"Dashboard", `id="stats-data"`, "gpt-page", "up-page"}, []string{"<script>"}},
 		{"/dashboard?range=week", []string{"Last week"}, nil},
 		{"/upstreams", []string{"up-page", "sk-s…"}, []string{"sk-secret-provider-key"}},
-		{"/keys", []string{"page-key", "sk-page…"}, nil},
+		{"/keys", []string{"page-key", "sk-page…", "defaults", "$0.00", `id="new-rpm"`, `id="limits-form"`}, nil},
+		{"/routes", []string{`id="routes-table"`, "up-page → gpt-page", "max 9", "round_robin", "not probed", `href="/routes" class="active"`}, nil},
+		{"/cache", []string{`id="cache-entries"`, "The cache is empty", "Purge everything"}, nil},
+		{"/prices", []string{`id="prices-table"`, "gpt-4o-mini", "built in"}, nil},
 		{"/users", []string{"alice", "bob", "Admin API tokens"}, nil},
 		{"/logs", []string{"gpt-page", "upstream_error"}, nil},
 		{"/logs?status=5xx&model=gpt-page", []string{"gpt-page"}, nil},
@@ -88,8 +92,15 @@ func TestPagesRenderWithSecurityHeaders(t *testing.T) {
 	}
 	// A user gets a 403 page for admin pages.
 	alice := h.login("alice", userPass)
-	if r := h.do(req{method: "GET", path: "/users", sess: alice}); r.status != 403 {
-		t.Errorf("alice on /users: %d", r.status)
+	for _, p := range []string{"/users", "/routes", "/cache", "/prices"} {
+		if r := h.do(req{method: "GET", path: p, sess: alice}); r.status != 403 {
+			t.Errorf("alice on %s: %d", p, r.status)
+		}
+	}
+	// Alice's key page shows limits but has no fields to change them.
+	if r := h.do(req{method: "GET", path: "/keys", sess: alice}); r.status != 200 || strings.Contains(string(r.body), `id="new-rpm"`) ||
+		strings.Contains(string(r.body), `id="limits-form"`) || strings.Contains(string(r.body), `href="/routes"`) {
+		t.Errorf("alice's /keys: %d, shows limit fields or admin links", r.status)
 	}
 	if r := h.do(req{method: "GET", path: "/logs/" + strconv.FormatInt(page.Logs[0].ID, 10), sess: alice}); r.status != 404 {
 		t.Errorf("alice on root's log: %d", r.status)
@@ -161,6 +172,9 @@ func BenchmarkPages(b *testing.B) {
 		{"dashboard-day", "/dashboard", "range=day", ""},
 		{"dashboard-week", "/dashboard", "range=week", ""},
 		{"upstreams", "/upstreams", "", ""},
+		{"routes", "/routes", "", ""},
+		{"cache", "/cache", "", ""},
+		{"prices", "/prices", "", ""},
 		{"keys", "/keys", "", ""},
 		{"users", "/users", "", ""},
 		{"logs", "/logs", "", ""},

@@ -57,7 +57,8 @@ func artifactDir(t *testing.T) string {
 // TestAdminBrowser drives the web admin in headless Chromium the way an operator would:
 // first sign-in with the default admin, the forced password change, an upstream pointing
 // at mockllm, a key used with the OpenAI SDK, the request in the logs and on the dashboard,
-// revocation (the next call fails with 401) and sign-out. Every page is screenshotted.
+// revocation (the next call fails with 401), key limits, a route, a price override, a cache
+// purge and sign-out. Every page is screenshotted.
 func TestAdminBrowser(t *testing.T) {
 	chrome := chromiumPath(t)
 	mock := startMock(t)
@@ -239,7 +240,30 @@ func TestAdminBrowser(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 
-	// 6. The other pages, then sign out.
+	// 6. Limits on a key, a route, a price override and a cache purge, each through its form.
+	run("edit key limits", chromedp.Click(css("#keys-table button.edit-limits")), chromedp.WaitVisible(css("#limits-form")),
+		chromedp.SendKeys(css("#edit-rpm"), "120"), chromedp.SendKeys(css("#edit-budget"), "5"))
+	screenshot("key-limits-form")
+	run("save key limits", chromedp.Click(css("#save-limits")))
+	waitText(t, bctx, "#keys-table td.limits", "120 req/min")
+	screenshot("keys-with-limits")
+	run("configure a route", chromedp.Navigate(base+"/routes"), chromedp.WaitVisible(css("#add-route")), chromedp.Click(css("#add-route")),
+		chromedp.WaitVisible(css("#route-form")), chromedp.SendKeys(css("#route-model"), "browser-model"),
+		chromedp.SendKeys(css("#route-fallbacks"), "browser-fallback"))
+	screenshot("route-form")
+	run("save route", chromedp.Click(css("#save-route")))
+	waitText(t, bctx, "#routes-table", "browser-fallback")
+	screenshot("routes")
+	run("override a price", chromedp.Navigate(base+"/prices"), chromedp.WaitVisible(css("#add-price")), chromedp.Click(css("#add-price")),
+		chromedp.WaitVisible(css("#price-form")), chromedp.SendKeys(css("#price-model"), "browser-model"),
+		chromedp.SendKeys(css("#price-input"), "1.5"), chromedp.SendKeys(css("#price-output"), "3"), chromedp.Click(css("#save-price")))
+	waitText(t, bctx, "#prices-table", "browser-model")
+	screenshot("prices")
+	run("purge the cache", chromedp.Navigate(base+"/cache"), chromedp.WaitVisible(css("#cache-table")), chromedp.Click(css("#purge-all")))
+	waitText(t, bctx, "#purge-result", "Purged")
+	screenshot("cache")
+
+	// 7. The other pages, then sign out.
 	for _, p := range []struct{ path, sel string }{{"/users", "main table"}, {"/workers", "#workers-table"}, {"/settings", "#settings-table"}, {"/help", "article.help"}} {
 		run("open "+p.path, chromedp.Navigate(base+p.path), chromedp.WaitVisible(css(p.sel)))
 		screenshot(strings.TrimPrefix(p.path, "/"))

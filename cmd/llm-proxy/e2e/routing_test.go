@@ -496,8 +496,11 @@ func TestRoutingStrategies(t *testing.T) {
 func TestRoutingFaults(t *testing.T) {
 	a, b, c := startMock(t, "--record", "5000"), startMock(t, "--record", "5000"), startMock(t, "--record", "5000")
 	g := newGateway(t, map[string]string{
-		"LLM_PROXY_UPSTREAM_TIMEOUT":      "2s",
-		"LLM_PROXY_REQUEST_TIMEOUT":       "3s",
+		"LLM_PROXY_UPSTREAM_TIMEOUT": "2s",
+		"LLM_PROXY_REQUEST_TIMEOUT":  "3s",
+		// The subtests fail on purpose in quick succession; a roomy retry budget keeps
+		// one subtest's retries from starving the next one's within the 10 s window.
+		"LLM_PROXY_RETRY_BUDGET_MIN":      "100",
 		"LLM_PROXY_HEALTH_CHECK_INTERVAL": "1",
 		"LLM_PROXY_HEALTH_CHECK_TIMEOUT":  "1",
 	})

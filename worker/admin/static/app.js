@@ -33,6 +33,27 @@ function splitList(s) {
 
 function reload() { window.location.reload(); }
 
+function numOrNull(v) {
+  if (v === "" || v === null || v === undefined) { return null; }
+  return Number(v);
+}
+
+function blankLimits() {
+  return { rpm: "", tpm: "", max_parallel: "", budget_usd: "", budget_tokens: "", budget_period: "total" };
+}
+
+// limitsBody turns the limit fields into the API's "limits" object (empty fields are 0:
+// no limit of the key's own). A key without a budget sends no period.
+function limitsBody(l) {
+  const n = (v) => (v === "" || v === null || v === undefined ? 0 : Number(v));
+  const b = {
+    rpm: n(l.rpm), tpm: n(l.tpm), max_parallel: n(l.max_parallel), budget_usd: n(l.budget_usd),
+    budget_tokens: n(l.budget_tokens), budget_period: l.budget_period,
+  };
+  if (!b.budget_usd && !b.budget_tokens) { b.budget_period = ""; }
+  return b;
+}
+
 function copyText(text) {
   if (navigator.clipboard && window.isSecureContext) {
     return navigator.clipboard.writeText(text);
@@ -152,16 +173,36 @@ document.addEventListener("alpine:init", () => {
   Alpine.data("keys", () => ({
     open: false, error: "", created: "", copyLabel: "Copy",
     form: { name: "", models: "", expires_at: "", user_id: "" },
-    add() { this.open = true; this.error = ""; },
+    lim: blankLimits(),
+    limitsOpen: false, limitsID: 0, limitsName: "",
+    add() { this.open = true; this.limitsOpen = false; this.error = ""; this.lim = blankLimits(); },
     cancel() { this.open = false; },
     async create() {
       this.error = "";
       const b = { name: this.form.name, models: splitList(this.form.models), expires_at: this.form.expires_at };
       if (this.form.user_id) { b.user_id = Number(this.form.user_id); }
+      // Only an admin's form has limit fields; a user's keys take the defaults.
+      if (document.getElementById("new-limits")) { b.limits = limitsBody(this.lim); }
       try {
         const r = await api("POST", "/api/apikeys", b);
         this.created = r.key; this.open = false;
       } catch (e) { this.error = e.message; }
+    },
+    editLimits() {
+      const k = JSON.parse(this.$el.closest("tr").dataset.key);
+      const l = k.limits;
+      this.lim = {
+        rpm: l.rpm || "", tpm: l.tpm || "", max_parallel: l.max_parallel || "", budget_usd: l.budget_usd || "",
+        budget_tokens: l.budget_tokens || "", budget_period: l.budget_period || "total",
+      };
+      this.limitsID = k.id; this.limitsName = k.name; this.error = ""; this.open = false; this.limitsOpen = true;
+      window.scrollTo(0, 0);
+    },
+    cancelLimits() { this.limitsOpen = false; },
+    async saveLimits() {
+      this.error = "";
+      try { await api("PUT", "/api/apikeys/" + this.limitsID, { limits: limitsBody(this.lim) }); reload(); }
+      catch (e) { this.error = e.message; }
     },
     async copy() { await copyText(this.created); this.copyLabel = "Copied"; },
     done() { this.created = ""; reload(); },
@@ -173,6 +214,81 @@ document.addEventListener("alpine:init", () => {
     async revoke() {
       if (!window.confirm("Revoke the key " + this.$el.dataset.name + "? Clients using it stop working at once.")) { return; }
       try { await api("DELETE", "/api/apikeys/" + this.$el.dataset.id); reload(); } catch (e) { this.error = e.message; }
+    },
+  }));
+
+  Alpine.data("routes", () => ({
+    open: false, editing: false, error: "", result: "",
+    form: { model: "", strategy: "", fallbacks: "" },
+    get formTitle() { return this.editing ? "Route of " + this.form.model : "Configure a model"; },
+    add() { this.form = { model: "", strategy: "", fallbacks: "" }; this.editing = false; this.error = ""; this.open = true; },
+    edit() {
+      const r = JSON.parse(this.$el.closest("tr").dataset.route);
+      this.form = { model: r.model, strategy: r.strategy, fallbacks: r.fallbacks.join(", ") };
+      this.editing = true; this.error = ""; this.open = true;
+      window.scrollTo(0, 0);
+    },
+    cancel() { this.open = false; },
+    async save() {
+      this.error = "";
+      try {
+        await api("PUT", "/api/routes/" + encodeURIComponent(this.form.model.trim()),
+          { strategy: this.form.strategy, fallbacks: splitList(this.form.fallbacks) });
+        reload();
+      } catch (e) { this.error = e.message; }
+    },
+    async remove() {
+      const m = this.$el.dataset.model;
+      if (!window.confirm("Reset the route of " + m + "? It goes back to the default strategy and no fallbacks.")) { return; }
+      try { await api("DELETE", "/api/routes/" + encodeURIComponent(m)); reload(); } catch (e) { this.result = e.message; }
+    },
+  }));
+
+  Alpine.data("cache", () => ({
+    prefix: "", result: "",
+    async purge(body, question) {
+      if (!window.confirm(question)) { return; }
+      this.error = "";
+      try {
+        const r = await api("POST", "/api/cache/purge", body);
+        this.result = "Purged " + r.deleted + " entries.";
+        window.setTimeout(reload, 800);
+      } catch (e) { this.result = e.message; }
+    },
+    purgeAll() { return this.purge({ all: true }, "Purge the whole response cache? Every request misses until it fills again."); },
+    purgeModel() {
+      const m = this.$el.dataset.model;
+      return this.purge({ model: m }, "Purge every cached answer of " + m + "?");
+    },
+    purgePrefix() {
+      const p = this.prefix.trim();
+      return this.purge({ key_prefix: p }, "Purge the entries whose key starts with " + p + "?");
+    },
+  }));
+
+  Alpine.data("prices", () => ({
+    open: false, editing: false, error: "", result: "",
+    form: { model: "", input: "", output: "" },
+    add() { this.form = { model: "", input: "", output: "" }; this.editing = false; this.error = ""; this.open = true; },
+    edit() {
+      const d = this.$el.closest("tr").dataset;
+      this.form = { model: d.model, input: d.input, output: d.output };
+      this.editing = true; this.error = ""; this.open = true;
+      window.scrollTo(0, 0);
+    },
+    cancel() { this.open = false; },
+    async save() {
+      this.error = "";
+      try {
+        await api("PUT", "/api/prices/" + encodeURIComponent(this.form.model.trim()),
+          { input_per_mtok: numOrNull(this.form.input), output_per_mtok: numOrNull(this.form.output) });
+        reload();
+      } catch (e) { this.error = e.message; }
+    },
+    async remove() {
+      const m = this.$el.closest("tr").dataset.model;
+      if (!window.confirm("Remove the stored price of " + m + "? Its built-in price, if any, applies again.")) { return; }
+      try { await api("DELETE", "/api/prices/" + encodeURIComponent(m)); reload(); } catch (e) { this.result = e.message; }
     },
   }));
 
