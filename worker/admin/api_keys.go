@@ -161,7 +161,7 @@ func (a *Admin) createKey(c *call) {
 	if req.UserID != nil && *req.UserID != c.user.ID {
 		if !c.isAdmin() {
 			v.add("user_id", "Only an admin can create keys for another user.")
-		} else if _, err := a.st.User(c.ctx, *req.UserID); err != nil {
+		} else if _, err := a.st.User(c.std, *req.UserID); err != nil {
 			v.add("user_id", "No such user.")
 		} else {
 			owner = *req.UserID
@@ -181,7 +181,7 @@ func (a *Admin) createKey(c *call) {
 		return
 	}
 	// CreateAPIKey writes the owner and the limits in the same statement as the key.
-	id, err := a.st.CreateAPIKey(c.ctx, store.APIKey{
+	id, err := a.st.CreateAPIKey(c.std, store.APIKey{
 		Name: req.Name, Hash: sha256.Sum256([]byte(key)), Prefix: displayPrefix(key), Models: models, CreatedAt: now, ExpiresAt: exp,
 		UserID: owner, Limits: lim,
 	})
@@ -189,7 +189,7 @@ func (a *Admin) createKey(c *call) {
 		c.internal(err, a.logger)
 		return
 	}
-	k, err := a.st.OwnedKeyWithLimits(c.ctx, id)
+	k, err := a.st.OwnedKeyWithLimits(c.std, id)
 	if err != nil {
 		c.internal(err, a.logger)
 		return
@@ -210,7 +210,7 @@ func (a *Admin) ownKey(c *call) (store.OwnedKey, bool) {
 	if !ok {
 		return store.OwnedKey{}, false
 	}
-	k, err := a.st.OwnedKeyWithLimits(c.ctx, id)
+	k, err := a.st.OwnedKeyWithLimits(c.std, id)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		c.internal(err, a.logger)
 		return store.OwnedKey{}, false
@@ -269,7 +269,7 @@ func (a *Admin) updateKey(c *call) {
 		c.invalid(&v)
 		return
 	}
-	out, err := a.st.UpdateAPIKeyWithLimits(c.ctx, k.ID, upd, lim, now)
+	out, err := a.st.UpdateAPIKeyWithLimits(c.std, k.ID, upd, lim, now)
 	if err == nil {
 		var j keyJSON
 		if j, err = a.keyOut(c, out, now); err == nil {
@@ -297,11 +297,11 @@ func (a *Admin) revokeKey(c *call) {
 		return
 	}
 	now := a.now()
-	if err := a.st.RevokeOwnedKey(c.ctx, k.ID, now); err != nil {
+	if err := a.st.RevokeOwnedKey(c.std, k.ID, now); err != nil {
 		c.internal(err, a.logger)
 		return
 	}
-	out, err := a.st.OwnedKeyWithLimits(c.ctx, k.ID)
+	out, err := a.st.OwnedKeyWithLimits(c.std, k.ID)
 	if err != nil {
 		c.internal(err, a.logger)
 		return
@@ -333,7 +333,7 @@ func toTokenJSON(t store.AdminToken) tokenJSON {
 }
 
 func (a *Admin) listTokens(c *call) {
-	toks, err := a.st.ListAdminTokens(c.ctx, 0)
+	toks, err := a.st.ListAdminTokens(c.std, 0)
 	if err != nil {
 		c.internal(err, a.logger)
 		return
@@ -370,7 +370,7 @@ func (a *Admin) createToken(c *call) {
 		return
 	}
 	t := store.AdminToken{UserID: c.user.ID, Name: req.Name, Hash: sha256.Sum256([]byte(tok)), Prefix: displayPrefix(tok), CreatedAt: now, ExpiresAt: exp}
-	if t.ID, err = a.st.CreateAdminToken(c.ctx, t); err != nil {
+	if t.ID, err = a.st.CreateAdminToken(c.std, t); err != nil {
 		c.internal(err, a.logger)
 		return
 	}
@@ -383,7 +383,7 @@ func (a *Admin) deleteToken(c *call) {
 	if !ok {
 		return
 	}
-	err := a.st.DeleteAdminToken(c.ctx, id)
+	err := a.st.DeleteAdminToken(c.std, id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		c.notFound("Admin token")

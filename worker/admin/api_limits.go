@@ -117,7 +117,7 @@ func spendSubject(keyID int64) string { return limits.Key(keyID).String() }
 func (a *Admin) keyOut(c *call, k store.OwnedKey, now time.Time) (keyJSON, error) {
 	out := toKeyJSON(k, now)
 	p, pk := spendPeriod(k.Limits, now)
-	micro, tokens, err := a.st.Spend(c.ctx, spendSubject(k.ID), pk)
+	micro, tokens, err := a.st.Spend(c.std, spendSubject(k.ID), pk)
 	if err != nil {
 		return keyJSON{}, err
 	}
@@ -128,16 +128,16 @@ func (a *Admin) keyOut(c *call, k store.OwnedKey, now time.Time) (keyJSON, error
 // keyList is the caller's keys (every key for an admin), oldest first, with limits and
 // spend: three reads whatever the number of keys.
 func (a *Admin) keyList(c *call) ([]keyJSON, error) {
-	keys, err := a.st.OwnedKeys(c.ctx, c.scopeUser())
+	keys, err := a.st.OwnedKeys(c.std, c.scopeUser())
 	if err != nil {
 		return nil, err
 	}
-	lims, err := a.st.APIKeyLimits(c.ctx, c.scopeUser())
+	lims, err := a.st.APIKeyLimits(c.std, c.scopeUser())
 	if err != nil {
 		return nil, err
 	}
 	now := a.now()
-	spent, err := a.st.SpendIn(c.ctx, limits.PeriodKey(limits.PeriodDay, now), limits.PeriodKey(limits.PeriodMonth, now), "total")
+	spent, err := a.st.SpendIn(c.std, limits.PeriodKey(limits.PeriodDay, now), limits.PeriodKey(limits.PeriodMonth, now), "total")
 	if err != nil {
 		return nil, err
 	}

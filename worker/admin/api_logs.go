@@ -129,7 +129,7 @@ func (a *Admin) listLogs(c *call) {
 		c.invalid(&v)
 		return
 	}
-	page, err := a.st.QueryLogs(c.ctx, f)
+	page, err := a.st.QueryLogs(c.std, f)
 	if err != nil {
 		c.internal(err, a.logger)
 		return
@@ -148,13 +148,13 @@ func (a *Admin) listLogs(c *call) {
 
 // ownLog loads log id if the caller may see it (404 otherwise).
 func (a *Admin) ownLog(c *call, id int64) (store.RequestLog, bool) {
-	l, err := a.st.RequestLog(c.ctx, id)
+	l, err := a.st.RequestLog(c.std, id)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		c.internal(err, a.logger)
 		return l, false
 	}
 	if err == nil && !c.isAdmin() {
-		k, kerr := a.st.OwnedKey(c.ctx, l.KeyID)
+		k, kerr := a.st.OwnedKey(c.std, l.KeyID)
 		if kerr != nil || k.UserID != c.user.ID {
 			err = store.ErrNotFound
 		}
@@ -193,7 +193,7 @@ func (a *Admin) deleteLogs(c *call) {
 		c.invalid(&v)
 		return
 	}
-	n, err := a.st.DeleteLogs(c.ctx, from, to, c.scopeUser())
+	n, err := a.st.DeleteLogs(c.std, from, to, c.scopeUser())
 	if err != nil {
 		c.internal(err, a.logger)
 		return

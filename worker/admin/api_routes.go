@@ -63,15 +63,15 @@ type routesAnswer struct {
 // routeList joins the stored routes with the deployments of every upstream: one row per
 // public model that has either, ordered by model; the "*" deployments are a row of their own.
 func (a *Admin) routeList(c *call) (routesAnswer, error) {
-	routes, err := a.st.Routes(c.ctx)
+	routes, err := a.st.Routes(c.std)
 	if err != nil {
 		return routesAnswer{}, err
 	}
-	ups, err := a.st.ListUpstreams(c.ctx)
+	ups, err := a.st.ListUpstreams(c.std)
 	if err != nil {
 		return routesAnswer{}, err
 	}
-	health, err := a.st.UpstreamHealths(c.ctx)
+	health, err := a.st.UpstreamHealths(c.std)
 	if err != nil {
 		return routesAnswer{}, err
 	}
@@ -117,7 +117,7 @@ func (a *Admin) routeList(c *call) (routesAnswer, error) {
 	}
 	sort.Slice(out.Data, func(i, j int) bool { return out.Data[i].Model < out.Data[j].Model })
 	if a.settings != nil {
-		if list, err := a.settings.List(c.ctx); err == nil {
+		if list, err := a.settings.List(c.std); err == nil {
 			for _, s := range list {
 				if s.Name == "LOAD_BALANCE_STRATEGY" {
 					out.DefaultStrategy = s.Value
@@ -197,7 +197,7 @@ func (a *Admin) putRoute(c *call) {
 		c.invalid(&v)
 		return
 	}
-	if err := a.st.PutRoute(c.ctx, r); err != nil {
+	if err := a.st.PutRoute(c.std, r); err != nil {
 		c.internal(err, a.logger)
 		return
 	}
@@ -223,7 +223,7 @@ func (a *Admin) deleteRoute(c *call) {
 		c.invalid(&v)
 		return
 	}
-	err := a.st.DeleteRoute(c.ctx, model)
+	err := a.st.DeleteRoute(c.std, model)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		c.notFound("Route")
@@ -257,11 +257,11 @@ type cacheJSON struct {
 
 func (a *Admin) cacheStats(c *call) (cacheJSON, error) {
 	now := a.now()
-	st, err := a.st.CacheStats(c.ctx, now)
+	st, err := a.st.CacheStats(c.std, now)
 	if err != nil {
 		return cacheJSON{}, err
 	}
-	per, err := a.st.CacheStatsByModel(c.ctx, now)
+	per, err := a.st.CacheStatsByModel(c.std, now)
 	if err != nil {
 		return cacheJSON{}, err
 	}
@@ -316,7 +316,7 @@ func (a *Admin) purgeCache(c *call) {
 		c.invalid(&v)
 		return
 	}
-	n, err := a.st.CachePurge(c.ctx, f)
+	n, err := a.st.CachePurge(c.std, f)
 	if err != nil {
 		c.internal(err, a.logger)
 		return
@@ -343,7 +343,7 @@ type defaultPriceJSON struct {
 }
 
 func (a *Admin) priceList(c *call) ([]priceJSON, error) {
-	stored, err := a.st.Prices(c.ctx)
+	stored, err := a.st.Prices(c.std)
 	if err != nil {
 		return nil, err
 	}
@@ -404,7 +404,7 @@ func (a *Admin) putPrice(c *call) {
 		c.invalid(&v)
 		return
 	}
-	if err := a.st.SetPrice(c.ctx, model, *req.InputPerMTok, *req.OutputPerMTok); err != nil {
+	if err := a.st.SetPrice(c.std, model, *req.InputPerMTok, *req.OutputPerMTok); err != nil {
 		c.internal(err, a.logger)
 		return
 	}
@@ -435,7 +435,7 @@ func (a *Admin) deletePrice(c *call) {
 		c.invalid(&v)
 		return
 	}
-	stored, err := a.st.Prices(c.ctx)
+	stored, err := a.st.Prices(c.std)
 	if err != nil {
 		c.internal(err, a.logger)
 		return
@@ -444,7 +444,7 @@ func (a *Admin) deletePrice(c *call) {
 		c.notFound("Stored price")
 		return
 	}
-	if err := a.st.DeletePrice(c.ctx, model); err != nil {
+	if err := a.st.DeletePrice(c.std, model); err != nil {
 		c.internal(err, a.logger)
 		return
 	}

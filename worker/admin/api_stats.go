@@ -21,7 +21,7 @@ func (a *Admin) getSettings(c *call) {
 		c.fail(fasthttp.StatusServiceUnavailable, "server_error", "settings_unavailable", "", "Settings are not available in this process.")
 		return
 	}
-	list, err := a.settings.List(c.ctx)
+	list, err := a.settings.List(c.std)
 	if err != nil {
 		c.internal(err, a.logger)
 		return
@@ -48,7 +48,7 @@ func (a *Admin) putSettings(c *call) {
 		c.invalid(&v)
 		return
 	}
-	list, err := a.settings.List(c.ctx)
+	list, err := a.settings.List(c.std)
 	if err != nil {
 		c.internal(err, a.logger)
 		return
@@ -84,7 +84,7 @@ func (a *Admin) putSettings(c *call) {
 		c.invalid(&v)
 		return
 	}
-	if err := a.settings.Validate(c.ctx, set, del); err != nil {
+	if err := a.settings.Validate(c.std, set, del); err != nil {
 		field := names[0]
 		for _, n := range names {
 			if strings.Contains(err.Error(), "LLM_PROXY_"+strings.ToUpper(n)+"=") {
@@ -95,12 +95,12 @@ func (a *Admin) putSettings(c *call) {
 		c.invalid(&v)
 		return
 	}
-	if err := a.st.ApplySettings(c.ctx, set, del); err != nil {
+	if err := a.st.ApplySettings(c.std, set, del); err != nil {
 		c.internal(err, a.logger)
 		return
 	}
 	a.logger.Info("settings changed", "set", len(set), "reset", len(del), "by", c.user.Username)
-	list, err = a.settings.List(c.ctx)
+	list, err = a.settings.List(c.std)
 	if err != nil {
 		c.internal(err, a.logger)
 		return
@@ -170,7 +170,7 @@ func (a *Admin) stats(c *call, name string, keyID int64) (statsJSON, error) {
 	now := a.now()
 	to := now.Truncate(step).Add(step) // include the current, partial step
 	from := to.Add(-r.Span)
-	res, err := a.st.Stats(c.ctx, store.StatsQuery{From: from, To: to, Step: step, UserID: c.scopeUser(), KeyID: keyID})
+	res, err := a.st.Stats(c.std, store.StatsQuery{From: from, To: to, Step: step, UserID: c.scopeUser(), KeyID: keyID})
 	if err != nil {
 		return statsJSON{}, err
 	}
@@ -268,7 +268,7 @@ func (a *Admin) workers(ctx context.Context) (workersJSON, error) {
 }
 
 func (a *Admin) getWorkers(c *call) {
-	out, err := a.workers(c.ctx)
+	out, err := a.workers(c.std)
 	if err != nil {
 		a.logger.Warn("GET /api/workers: reading the workers table failed", "error", err)
 		c.fail(fasthttp.StatusServiceUnavailable, "server_error", "database_unavailable", "", "The worker list could not be read from the database; try again.")

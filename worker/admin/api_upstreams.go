@@ -58,7 +58,7 @@ func toUpstreamJSON(u store.Upstream) upstreamJSON {
 }
 
 func (a *Admin) listUpstreams(c *call) {
-	ups, err := a.st.ListUpstreams(c.ctx)
+	ups, err := a.st.ListUpstreams(c.std)
 	if err != nil {
 		c.internal(err, a.logger)
 		return
@@ -151,7 +151,7 @@ func (req *upstreamRequest) toUpstream(v *validation) store.Upstream {
 }
 
 func (a *Admin) findUpstream(c *call, id int64) (store.Upstream, bool) {
-	ups, err := a.st.ListUpstreams(c.ctx)
+	ups, err := a.st.ListUpstreams(c.std)
 	if err != nil {
 		c.internal(err, a.logger)
 		return store.Upstream{}, false
@@ -176,7 +176,7 @@ func (a *Admin) createUpstream(c *call) {
 		c.invalid(&v)
 		return
 	}
-	id, err := a.st.AddUpstream(c.ctx, u)
+	id, err := a.st.AddUpstream(c.std, u)
 	if errors.Is(err, store.ErrExists) {
 		v.add("name", "An upstream named "+u.Name+" already exists.")
 		c.invalid(&v)
@@ -207,7 +207,7 @@ func (a *Admin) updateUpstream(c *call) {
 		c.invalid(&v)
 		return
 	}
-	err := a.st.UpdateUpstream(c.ctx, id, u, req.APIKey == nil)
+	err := a.st.UpdateUpstream(c.std, id, u, req.APIKey == nil)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		c.notFound("Upstream")
@@ -231,7 +231,7 @@ func (a *Admin) deleteUpstream(c *call) {
 	if !ok {
 		return
 	}
-	err := a.st.RemoveUpstreamByID(c.ctx, id)
+	err := a.st.RemoveUpstreamByID(c.std, id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		c.notFound("Upstream")
@@ -262,7 +262,7 @@ func (a *Admin) testUpstream(c *call) {
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(c.ctx, upstreamTestTime)
+	ctx, cancel := context.WithTimeout(c.std, upstreamTestTime)
 	defer cancel()
 	c.json(fasthttp.StatusOK, probeModels(ctx, a.client, u))
 }

@@ -11,7 +11,7 @@ import (
 )
 
 func (a *Admin) listUsers(c *call) {
-	users, err := a.st.ListUsers(c.ctx)
+	users, err := a.st.ListUsers(c.std)
 	if err != nil {
 		c.internal(err, a.logger)
 		return
@@ -69,7 +69,7 @@ func (a *Admin) createUser(c *call) {
 	// A password an admin chose is known to the admin: the user replaces it at first login
 	// unless the admin says otherwise.
 	must := req.MustChangePassword == nil || *req.MustChangePassword
-	id, err := a.st.CreateUser(c.ctx, store.User{Username: req.Username, PasswordHash: hash, Role: req.Role, MustChangePassword: must})
+	id, err := a.st.CreateUser(c.std, store.User{Username: req.Username, PasswordHash: hash, Role: req.Role, MustChangePassword: must})
 	if errors.Is(err, store.ErrExists) {
 		v.add("username", "A user named "+req.Username+" already exists.")
 		c.invalid(&v)
@@ -79,7 +79,7 @@ func (a *Admin) createUser(c *call) {
 		c.internal(err, a.logger)
 		return
 	}
-	u, err := a.st.User(c.ctx, id)
+	u, err := a.st.User(c.std, id)
 	if err != nil {
 		c.internal(err, a.logger)
 		return
@@ -134,7 +134,7 @@ func (a *Admin) updateUser(c *call) {
 	if c.session != nil && id == c.user.ID {
 		keep = c.session.TokenHash[:]
 	}
-	u, err := a.st.UpdateUser(c.ctx, id, upd, keep)
+	u, err := a.st.UpdateUser(c.std, id, upd, keep)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		c.notFound("User")
@@ -160,7 +160,7 @@ func (a *Admin) deleteUser(c *call) {
 		c.fail(fasthttp.StatusConflict, "invalid_request_error", "self_delete", "id", "You cannot delete your own account.")
 		return
 	}
-	err := a.st.DeleteUser(c.ctx, id)
+	err := a.st.DeleteUser(c.std, id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		c.notFound("User")

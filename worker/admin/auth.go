@@ -73,7 +73,7 @@ func (a *Admin) login(c *call) {
 	scopes := []string{"ip:" + clientIP(c.ctx), "user:" + strings.ToLower(strings.TrimSpace(req.Username))}
 	// Each scope has its own limit: check the address and the name separately.
 	for i, limit := range []int{loginLimitIP, loginLimitUser} {
-		ok, wait, err := a.st.LoginAllowed(c.ctx, scopes[i:i+1], limit, loginWindow, now)
+		ok, wait, err := a.st.LoginAllowed(c.std, scopes[i:i+1], limit, loginWindow, now)
 		if err != nil {
 			c.internal(err, a.logger)
 			return
@@ -85,7 +85,7 @@ func (a *Admin) login(c *call) {
 			return
 		}
 	}
-	u, err := a.st.UserByName(c.ctx, strings.TrimSpace(req.Username))
+	u, err := a.st.UserByName(c.std, strings.TrimSpace(req.Username))
 	hash := u.PasswordHash
 	if err != nil {
 		if !errors.Is(err, store.ErrNotFound) {
@@ -100,19 +100,19 @@ func (a *Admin) login(c *call) {
 		if cmpErr != nil {
 			a.logger.Warn("stored password hash is unreadable", "user", u.Username, "error", cmpErr)
 		}
-		if err := a.st.RecordLoginFailure(c.ctx, scopes, loginWindow, now); err != nil {
+		if err := a.st.RecordLoginFailure(c.std, scopes, loginWindow, now); err != nil {
 			a.logger.Warn("record login failure", "error", err)
 		}
 		c.fail(fasthttp.StatusUnauthorized, "authentication_error", "invalid_credentials", "", msgBadLogin)
 		return
 	}
-	if err := a.st.ClearLoginFailures(c.ctx, scopes[1:]); err != nil {
+	if err := a.st.ClearLoginFailures(c.std, scopes[1:]); err != nil {
 		a.logger.Warn("clear login failures", "error", err)
 	}
 	// Rotation: a login always starts a new session; a session cookie the browser already
 	// had (maybe planted) is ended.
 	if old := c.ctx.Request.Header.Cookie(sessionCookie); len(old) > 0 {
-		_ = a.st.DeleteSession(c.ctx, sha256.Sum256(old))
+		_ = a.st.DeleteSession(c.std, sha256.Sum256(old))
 	}
 	sess, ok := a.startSession(c, u)
 	if !ok {
@@ -139,7 +139,7 @@ func (a *Admin) startSession(c *call, u store.User) (store.Session, bool) {
 		TokenHash: sha256.Sum256([]byte(token)), UserID: u.ID, CSRFToken: csrf, CreatedAt: now,
 		ExpiresAt: now.Add(a.ttl), IP: clientIP(c.ctx), UserAgent: truncate(string(c.ctx.UserAgent()), 200),
 	}
-	if err := a.st.CreateSession(c.ctx, sess); err != nil {
+	if err := a.st.CreateSession(c.std, sess); err != nil {
 		c.internal(err, a.logger)
 		return store.Session{}, false
 	}
@@ -224,7 +224,7 @@ func (a *Admin) changePassword(c *call) {
 	no := false
 	// Every session of the user ends, this one included; a new one is started below, so
 	// the browser that changed the password stays signed in with a fresh token.
-	u, err := a.st.UpdateUser(c.ctx, c.user.ID, store.UserUpdate{PasswordHash: &hash, MustChangePassword: &no}, nil)
+	u, err := a.st.UpdateUser(c.std, c.user.ID, store.UserUpdate{PasswordHash: &hash, MustChangePassword: &no}, nil)
 	if err != nil {
 		c.internal(err, a.logger)
 		return
@@ -243,7 +243,7 @@ func (a *Admin) changePassword(c *call) {
 
 func (a *Admin) logout(c *call) {
 	if c.session != nil {
-		if err := a.st.DeleteSession(c.ctx, c.session.TokenHash); err != nil {
+		if err := a.st.DeleteSession(c.std, c.session.TokenHash); err != nil {
 			c.internal(err, a.logger)
 			return
 		}

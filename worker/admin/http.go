@@ -2,6 +2,7 @@ package admin
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -19,7 +20,11 @@ import (
 
 // call is one request as the handlers see it: the identity the middleware resolved.
 type call struct {
-	ctx     *fasthttp.RequestCtx
+	ctx *fasthttp.RequestCtx
+	// std is the context for store calls. The RequestCtx itself must not be one:
+	// contexts derived from it read the request from another goroutine while
+	// fasthttp may be recycling it (a data race under -race).
+	std     context.Context
 	user    store.User
 	signed  bool           // user is set
 	session *store.Session // nil when authenticated by an admin API token
@@ -66,7 +71,9 @@ func (a *Admin) wrap(rt route) fasthttp.RequestHandler {
 		if rt.path != "/static/{filepath:*}" {
 			ctx.Response.Header.Set("Cache-Control", "no-store")
 		}
-		c := &call{ctx: ctx}
+		std, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		c := &call{ctx: ctx, std: std}
 		if rt.access == public {
 			if rt.mutating() && !sameOrigin(ctx) {
 				c.fail(fasthttp.StatusForbidden, "permission_error", "cross_origin", "", msgCrossOrigin)
@@ -132,7 +139,7 @@ func (a *Admin) identify(c *call) (badToken bool) {
 		if !ok || !bytes.HasPrefix(tok, []byte(adminTokenPrefix)) {
 			return true
 		}
-		_, u, err := a.st.AdminTokenUser(c.ctx, sha256.Sum256(tok), now)
+		_, u, err := a.st.AdminTokenUser(c.std, sha256.Sum256(tok), now)
 		if err != nil {
 			if !errors.Is(err, store.ErrNotFound) {
 				a.logger.Warn("admin token lookup failed", "error", err)
@@ -146,7 +153,7 @@ func (a *Admin) identify(c *call) (badToken bool) {
 	if len(cookie) == 0 {
 		return false
 	}
-	sess, u, err := a.st.SessionUser(c.ctx, sha256.Sum256(cookie), now)
+	sess, u, err := a.st.SessionUser(c.std, sha256.Sum256(cookie), now)
 	if err != nil {
 		if !errors.Is(err, store.ErrNotFound) {
 			a.logger.Warn("session lookup failed", "error", err)

@@ -228,7 +228,7 @@ type upstreamRow struct {
 }
 
 func (a *Admin) upstreamsPage(c *call) {
-	ups, err := a.st.ListUpstreams(c.ctx)
+	ups, err := a.st.ListUpstreams(c.std)
 	if err != nil {
 		a.pageFailed(c, err)
 		return
@@ -238,7 +238,7 @@ func (a *Admin) upstreamsPage(c *call) {
 		a.pageFailed(c, err)
 		return
 	}
-	health, err := a.st.UpstreamHealths(c.ctx)
+	health, err := a.st.UpstreamHealths(c.std)
 	if err != nil {
 		a.pageFailed(c, err)
 		return
@@ -289,7 +289,7 @@ func (a *Admin) keysPage(c *call) {
 		d.Keys = append(d.Keys, keys[i])
 	}
 	if c.isAdmin() {
-		users, err := a.st.ListUsers(c.ctx)
+		users, err := a.st.ListUsers(c.std)
 		if err != nil {
 			a.pageFailed(c, err)
 			return
@@ -335,12 +335,12 @@ type usersData struct {
 }
 
 func (a *Admin) usersPage(c *call) {
-	users, err := a.st.ListUsers(c.ctx)
+	users, err := a.st.ListUsers(c.std)
 	if err != nil {
 		a.pageFailed(c, err)
 		return
 	}
-	toks, err := a.st.ListAdminTokens(c.ctx, 0)
+	toks, err := a.st.ListAdminTokens(c.std, 0)
 	if err != nil {
 		a.pageFailed(c, err)
 		return
@@ -380,7 +380,7 @@ func (a *Admin) logsPage(c *call) {
 	if f.Limit == 0 {
 		f.Limit = 50
 	}
-	page, err := a.st.QueryLogs(c.ctx, f)
+	page, err := a.st.QueryLogs(c.std, f)
 	if err != nil {
 		a.pageFailed(c, err)
 		return
@@ -396,11 +396,11 @@ func (a *Admin) logsPage(c *call) {
 		q.Set("cursor", strconv.FormatInt(page.NextCursor, 10))
 		d.NextQuery = q.Encode()
 	}
-	if d.Models, d.Upstreams, err = a.st.LogFacets(c.ctx); err != nil {
+	if d.Models, d.Upstreams, err = a.st.LogFacets(c.std); err != nil {
 		a.pageFailed(c, err)
 		return
 	}
-	keys, err := a.st.OwnedKeys(c.ctx, c.scopeUser())
+	keys, err := a.st.OwnedKeys(c.std, c.scopeUser())
 	if err != nil {
 		a.pageFailed(c, err)
 		return
@@ -434,7 +434,7 @@ func (a *Admin) logPage(c *call) {
 		a.renderError(c, fasthttp.StatusNotFound, "No such request log.")
 		return
 	}
-	l, err := a.st.RequestLog(c.ctx, id)
+	l, err := a.st.RequestLog(c.std, id)
 	if errors.Is(err, store.ErrNotFound) {
 		a.renderError(c, fasthttp.StatusNotFound, "No such request log.")
 		return
@@ -447,7 +447,7 @@ func (a *Admin) logPage(c *call) {
 	// A malformed attempts column shows as none rather than failing the page.
 	_ = json.Unmarshal([]byte(l.Attempts), &d.Attempts)
 	if l.KeyID != 0 {
-		if k, err := a.st.OwnedKey(c.ctx, l.KeyID); err == nil {
+		if k, err := a.st.OwnedKey(c.std, l.KeyID); err == nil {
 			if !c.isAdmin() && k.UserID != c.user.ID {
 				a.renderError(c, fasthttp.StatusNotFound, "No such request log.")
 				return
@@ -462,7 +462,7 @@ func (a *Admin) logPage(c *call) {
 }
 
 func (a *Admin) workersPage(c *call) {
-	w, err := a.workers(c.ctx)
+	w, err := a.workers(c.std)
 	if err != nil {
 		a.pageFailed(c, err)
 		return
@@ -474,7 +474,7 @@ func (a *Admin) settingsPage(c *call) {
 	var list []Setting
 	if a.settings != nil {
 		var err error
-		if list, err = a.settings.List(c.ctx); err != nil {
+		if list, err = a.settings.List(c.std); err != nil {
 			a.pageFailed(c, err)
 			return
 		}
