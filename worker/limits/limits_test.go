@@ -204,8 +204,10 @@ func TestWindowPropertyGoroutines(t *testing.T) {
 		}
 		wg.Wait()
 		checkWindows(t, secs, int(limit))
-		// 400 s is 6+ windows: a working limiter admits several windows' worth.
-		if got, want := int64(len(secs)), 5*limit; got < want {
+		// 400 s is 6+ windows: a working limiter admits several windows' worth. The
+		// arrivals are random (with limit 1 there are only ~20 of them), so the bound
+		// asks for half the windows, not all: it catches a stuck limiter, not a slow one.
+		if got, want := int64(len(secs)), 3*limit; got < want {
 			t.Errorf("limit %d: admitted %d over 400 s, want at least %d", limit, got, want)
 		}
 	}
