@@ -361,3 +361,26 @@ func BenchmarkPick(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkNext is the selection the request path runs: availability (health,
+// circuit, cool-down, concurrency cap) filtered, tiered, then the strategy.
+func BenchmarkNext(b *testing.B) {
+	weights := make([]int, 16)
+	for i := range weights {
+		weights[i] = i%4 + 1
+	}
+	for _, s := range []string{RoundRobin, Weighted, LeastConnections, ConversationHash} {
+		b.Run(s, func(b *testing.B) {
+			book := NewBook(nil)
+			p := NewTable(newDeps("m", weights...), s, WithBook(book)).Lookup("m")
+			key := ConversationKey([]byte("conversation-42"))
+			now := book.Now()
+			b.ReportAllocs()
+			for b.Loop() {
+				if p.Next(key, now, 0) == nil {
+					b.Fatal("nil pick")
+				}
+			}
+		})
+	}
+}
