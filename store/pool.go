@@ -13,8 +13,9 @@ import (
 // errPoolClosed is returned by take after close.
 var errPoolClosed = errors.New("store: pool closed")
 
-// openFlags: NOMUTEX because a pooled connection is only ever used by one goroutine at a time.
-const openFlags = sqlite.OpenReadWrite | sqlite.OpenCreate | sqlite.OpenWAL | sqlite.OpenURI | sqlite.OpenNoMutex
+// openFlags for every pooled connection (zombiezen implies NOMUTEX: a pooled
+// connection is only ever used by one goroutine at a time).
+const openFlags = sqlite.OpenReadWrite | sqlite.OpenCreate | sqlite.OpenWAL | sqlite.OpenURI
 
 // connPragmas run on every new connection. busy_timeout comes first so the journal_mode
 // switch, which needs a brief exclusive lock, waits out a concurrent opener instead of failing.

@@ -122,7 +122,7 @@ func TestTracingSpans(t *testing.T) {
 		"llm_proxy.cache":            "miss",
 		"llm_proxy.attempts":         "2",
 	} {
-		if got := attrs[k].Emit(); got != want {
+		if got := attrs[k].String(); got != want {
 			t.Errorf("request span %s = %q, want %q", k, got, want)
 		}
 	}
