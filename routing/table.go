@@ -273,12 +273,19 @@ func (p *Pool) Next(convKey uint64, now int64, exclude uint64) *Deployment {
 		if len(cands) == 0 {
 			continue
 		}
-		d := p.choose(cands, convKey)
-		if !ignoreCircuit && !d.state.admit(now) {
-			// The half-open probe slot was taken by a concurrent request.
-			continue
+		for len(cands) > 0 {
+			d := p.choose(cands, convKey)
+			if ignoreCircuit || d.state.admit(now) {
+				return d
+			}
+			// A concurrent request took d's half-open probe slot: choose among the rest.
+			for i, c := range cands {
+				if c == d {
+					cands = append(cands[:i], cands[i+1:]...)
+					break
+				}
+			}
 		}
-		return d
 	}
 	return nil
 }

@@ -717,6 +717,14 @@ func TestRoutingFaults(t *testing.T) {
 		if gap := all[10].Time.Sub(opened); gap < 4900*time.Millisecond {
 			t.Errorf("the deployment got a request %s after the circuit opened, want the 5s cool-down", gap)
 		}
+		// Each worker has its own circuit and they opened at different failures, so
+		// the second worker may still be cooling down: send until both have probed
+		// (6 s at most), then check the deployment is back to its share.
+		until := time.Now().Add(6 * time.Second)
+		for time.Now().Before(until) {
+			rtParallel(t, g, key, 8, 4, func(int) (string, []string) { return "cb", nil })
+			time.Sleep(100 * time.Millisecond)
+		}
 		rs := rtParallel(t, g, key, 60, 4, func(int) (string, []string) { return "cb", nil })
 		if got := byUpstream(rs)["cb-b"]; got < 10 {
 			t.Errorf("after recovery the deployment got %d of 60 requests, want about a third (%v)", got, byUpstream(rs))
