@@ -374,3 +374,19 @@ func TestRootLoggerFiles(t *testing.T) {
 		}
 	}
 }
+
+// The README's configuration table and .env.example name every variable, so the
+// documentation cannot fall behind the code.
+func TestDocsListEveryVariable(t *testing.T) {
+	for _, doc := range []string{"../../README.md", "../../.env.example"} {
+		b, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range variables(&Config{}) {
+			if !strings.Contains(string(b), v.Key()) {
+				t.Errorf("%s does not mention %s", doc, v.Key())
+			}
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -61,6 +62,9 @@ func runSupervisor(stderr io.Writer) error {
 		return err
 	}
 	defer st.Close()
+	// Start-up hashed the admin password (argon2id works in tens of MiB); hand that
+	// memory back now so the long-lived supervisor stays small.
+	debug.FreeOSMemory()
 	// The config again with the settings table applied may set another level.
 	logger.SetLevel(levelOf(cfg.LogLevel))
 

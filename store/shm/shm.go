@@ -67,7 +67,7 @@ type Config struct {
 	// Path of the shared file, normally next to the database.
 	Path string `envconfig:"SHM_PATH" default:"" desc:"memory-mapped file of counters shared by all processes: rate limits, in-flight counts, metrics (default: llm-proxy.shm next to the database file)"`
 	// Size in bytes of a newly created file; an existing valid file keeps its own size.
-	Size int `envconfig:"SHM_SIZE" default:"33554432" desc:"size in bytes of the shared counters file (each named slot takes 640 bytes)"`
+	Size int `envconfig:"SHM_SIZE" default:"4194304" desc:"size in bytes of the shared counters file: each named slot (a rate-limited key, a metrics series, a deployment counter) takes 640 bytes, so the default 4 MiB holds about 6,500; every worker maps all of it"`
 }
 
 // Validate reports the first invalid field.

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/alexedwards/argon2id"
@@ -57,7 +58,7 @@ type Deps struct {
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// HashParams are the argon2id parameters of new password hashes; nil means
-	// argon2id.DefaultParams (64 MiB, 1 pass, 2 lanes). Tests pass cheaper ones.
+	// PasswordParams. Tests pass cheaper ones.
 	HashParams *argon2id.Params
 	// UpstreamClient performs upstream connection tests; nil uses a plain client. The
 	// test's own 5 s timeout applies either way.
@@ -87,13 +88,37 @@ type Admin struct {
 	params   *argon2id.Params
 	client   *http.Client
 	// dummyHash is compared against for unknown users, so a login for a name that does
-	// not exist costs the same argon2id work as a wrong password.
+	// not exist costs the same argon2id work as a wrong password. It is made at the
+	// first login, not at start: argon2id's memory would otherwise stay in every idle
+	// worker's RSS.
+	dummyOnce sync.Once
 	dummyHash string
 	pages     *pageSet
 	routes    []route
 }
 
-// New builds the admin. It hashes one random password (the dummy for unknown users).
+// PasswordParams are the argon2id parameters of new password hashes: OWASP's
+// recommended minimum (19 MiB, 2 passes, 1 lane). argon2id.DefaultParams takes 64 MiB
+// per hash, which a gateway worker would carry in its RSS after every login.
+var PasswordParams = &argon2id.Params{Memory: 19 * 1024, Iterations: 2, Parallelism: 1, SaltLength: 16, KeyLength: 32}
+
+// dummy returns the hash compared against for unknown user names.
+func (a *Admin) dummy() string {
+	a.dummyOnce.Do(func() {
+		var pw [16]byte
+		if _, err := rand.Read(pw[:]); err != nil {
+			panic(fmt.Sprintf("admin: dummy password: %v", err)) // crypto/rand never fails on Linux
+		}
+		h, err := argon2id.CreateHash(string(pw[:]), a.params)
+		if err != nil {
+			panic(fmt.Sprintf("admin: dummy hash: %v", err))
+		}
+		a.dummyHash = h
+	})
+	return a.dummyHash
+}
+
+// New builds the admin.
 func New(deps Deps) (*Admin, error) {
 	if deps.Store == nil {
 		return nil, errors.New("admin: store is required")
@@ -113,20 +138,12 @@ func New(deps Deps) (*Admin, error) {
 		a.now = time.Now
 	}
 	if a.params == nil {
-		a.params = argon2id.DefaultParams
+		a.params = PasswordParams
 	}
 	if a.client == nil {
 		a.client = &http.Client{}
 	}
-	var dummy [16]byte
-	if _, err := rand.Read(dummy[:]); err != nil {
-		return nil, fmt.Errorf("admin: dummy password: %w", err)
-	}
-	h, err := argon2id.CreateHash(string(dummy[:]), a.params)
-	if err != nil {
-		return nil, fmt.Errorf("admin: dummy hash: %w", err)
-	}
-	a.dummyHash = h
+	var err error
 	if a.pages, err = loadPages(); err != nil {
 		return nil, err
 	}
@@ -138,7 +155,7 @@ func New(deps Deps) (*Admin, error) {
 // uses it for the first admin.
 func HashPassword(password string, params *argon2id.Params) (string, error) {
 	if params == nil {
-		params = argon2id.DefaultParams
+		params = PasswordParams
 	}
 	h, err := argon2id.CreateHash(password, params)
 	if err != nil {

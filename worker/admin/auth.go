@@ -93,7 +93,7 @@ func (a *Admin) login(c *call) {
 			return
 		}
 		// Same work for an unknown name as for a wrong password: no timing tells them apart.
-		hash = a.dummyHash
+		hash = a.dummy()
 	}
 	match, cmpErr := argon2id.ComparePasswordAndHash(req.Password, hash)
 	if err != nil || cmpErr != nil || !match || u.Disabled {
