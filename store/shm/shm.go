@@ -476,8 +476,9 @@ func (r *Region) Join() (int, error) {
 				continue
 			}
 			atomic.StoreInt64(&e[1], start)
-			// The column may hold leftovers only if a reaper died half-way; start clean.
-			r.zeroColumn(p)
+			// No zeroing here: a row becomes free (pid 0) only after release or Reap
+			// has zeroed its column (the pid is cleared last), so a free row is clean.
+			// Scanning every slot would also fault the whole file into each worker's RSS.
 			atomic.OrInt64(&r.hdr[hMask], int64(1)<<p)
 			r.proc = p
 			return p, nil
