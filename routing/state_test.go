@@ -1,6 +1,7 @@
 package routing
 
 import (
+	"math"
 	"testing"
 	"time"
 )
@@ -75,5 +76,20 @@ func TestCircuitHalfOpenProbe(t *testing.T) {
 	d.State().Report(now, false)
 	if d.State().CircuitOpen(now) || !d.State().mayAdmit(now) {
 		t.Fatal("a successful probe did not close the circuit")
+	}
+}
+
+func TestNegLogMatchesLn(t *testing.T) {
+	prev := math.Inf(1)
+	for i := 1; i < 100000; i++ {
+		u := float64(i) / 100000
+		got, want := negLog(u), -math.Log(u)
+		if math.Abs(got-want) > 2e-4*math.Max(want, 1e-3)+1e-4 {
+			t.Fatalf("negLog(%v) = %v, want %v", u, got, want)
+		}
+		if got >= prev {
+			t.Fatalf("negLog not decreasing at %v: %v after %v", u, got, prev)
+		}
+		prev = got
 	}
 }
