@@ -14,30 +14,12 @@ import (
 // (with 503) rather than hang while a frozen process holds the database.
 const workersReadTimeout = 2 * time.Second
 
-// workersJSON is the answer of GET /api/workers; it has the shape of `llm-proxy status`.
-type workersJSON struct {
-	Workers []workerJSON `json:"workers"`
-	Primary primaryJSON  `json:"primary"`
-}
-
-type workerJSON struct {
-	ID      string  `json:"id"`
-	Slot    int     `json:"slot"`
-	PID     int     `json:"pid"`
-	Role    string  `json:"role"`
-	Started string  `json:"started"`
-	BeatAge float64 `json:"last_beat_age_seconds"`
-	Version string  `json:"version"`
-	// Stats is the worker's own heartbeat snapshot, passed through as JSON.
-	Stats json.RawMessage `json:"stats"`
-}
-
-type primaryJSON struct {
-	Holder string `json:"holder"` // worker id; "" while no primary holds the lease
-	PID    int    `json:"pid"`
-	Epoch  int64  `json:"epoch"`
-	Since  string `json:"since,omitempty"`
-}
+// The answer of GET /api/workers has the shape of `llm-proxy status`.
+type (
+	workersJSON = store.ClusterStatus
+	workerJSON  = store.WorkerStatus
+	primaryJSON = store.PrimaryStatus
+)
 
 // workers answers GET /api/workers from the workers table and the lease row, so whichever
 // worker answers, the caller sees every worker and the primary.
@@ -52,7 +34,7 @@ func (w *Worker) workers(ctx *fasthttp.RequestCtx) {
 	}
 	rctx, cancel := context.WithTimeout(context.Background(), workersReadTimeout)
 	defer cancel()
-	out, err := readWorkers(rctx, w.deps.Store, now)
+	out, err := w.deps.Store.Status(rctx, now)
 	if err != nil {
 		w.logger.Warn("GET /api/workers: reading the workers table failed", "error", err)
 		writeError(ctx, fasthttp.StatusServiceUnavailable, "server_error", "database_unavailable",
@@ -66,36 +48,4 @@ func (w *Worker) workers(ctx *fasthttp.RequestCtx) {
 	}
 	ctx.SetContentType("application/json")
 	ctx.SetBody(b)
-}
-
-// readWorkers builds the answer; now is the reference for the beat ages.
-func readWorkers(ctx context.Context, st *store.Store, now time.Time) (workersJSON, error) {
-	rows, err := st.Workers(ctx)
-	if err != nil {
-		return workersJSON{}, err
-	}
-	lease, err := st.Lease(ctx)
-	if err != nil {
-		return workersJSON{}, err
-	}
-	out := workersJSON{Workers: make([]workerJSON, 0, len(rows))}
-	for _, r := range rows {
-		stats := json.RawMessage(r.Stats)
-		if !json.Valid(stats) {
-			// A row written by another version: show the text rather than fail the page.
-			stats, _ = json.Marshal(r.Stats)
-		}
-		out.Workers = append(out.Workers, workerJSON{
-			ID: r.ID, Slot: r.Slot, PID: r.PID, Role: r.Role,
-			Started: r.StartedAt.UTC().Format(time.RFC3339),
-			BeatAge: max(0, now.Sub(r.BeatAt).Round(time.Second).Seconds()),
-			Version: r.Version,
-			Stats:   stats,
-		})
-	}
-	out.Primary = primaryJSON{Holder: lease.Holder, PID: lease.PID, Epoch: lease.Epoch}
-	if lease.Holder != "" && lease.Since.Unix() > 0 {
-		out.Primary.Since = lease.Since.UTC().Format(time.RFC3339)
-	}
-	return out, nil
 }

@@ -2,7 +2,6 @@ package admin
 
 import (
 	"context"
-	"encoding/json"
 	"sort"
 	"strings"
 	"time"
@@ -217,54 +216,11 @@ func (a *Admin) getStats(c *call) {
 
 // Workers.
 
-type workerJSON struct {
-	ID      string          `json:"id"`
-	Slot    int             `json:"slot"`
-	PID     int             `json:"pid"`
-	Role    string          `json:"role"`
-	Started string          `json:"started"`
-	BeatAge float64         `json:"last_beat_age_seconds"`
-	Version string          `json:"version"`
-	Stats   json.RawMessage `json:"stats"`
-}
-
-type primaryJSON struct {
-	Holder string `json:"holder"` // worker id; "" while no primary holds the lease
-	PID    int    `json:"pid"`
-	Epoch  int64  `json:"epoch"`
-	Since  string `json:"since,omitempty"`
-}
-
-type workersJSON struct {
-	Workers []workerJSON `json:"workers"`
-	Primary primaryJSON  `json:"primary"`
-}
+// workersJSON is the workers page's data: the shape `llm-proxy status` prints.
+type workersJSON = store.ClusterStatus
 
 func (a *Admin) workers(ctx context.Context) (workersJSON, error) {
-	rows, err := a.st.Workers(ctx)
-	if err != nil {
-		return workersJSON{}, err
-	}
-	lease, err := a.st.Lease(ctx)
-	if err != nil {
-		return workersJSON{}, err
-	}
-	now := a.now()
-	out := workersJSON{Workers: make([]workerJSON, 0, len(rows))}
-	for _, r := range rows {
-		stats := json.RawMessage(r.Stats)
-		if !json.Valid(stats) {
-			stats, _ = json.Marshal(r.Stats)
-		}
-		out.Workers = append(out.Workers, workerJSON{ID: r.ID, Slot: r.Slot, PID: r.PID, Role: r.Role,
-			Started: r.StartedAt.UTC().Format(time.RFC3339), BeatAge: max(0, now.Sub(r.BeatAt).Round(time.Second).Seconds()),
-			Version: r.Version, Stats: stats})
-	}
-	out.Primary = primaryJSON{Holder: lease.Holder, PID: lease.PID, Epoch: lease.Epoch}
-	if lease.Holder != "" && lease.Since.Unix() > 0 {
-		out.Primary.Since = lease.Since.UTC().Format(time.RFC3339)
-	}
-	return out, nil
+	return a.st.Status(ctx, a.now())
 }
 
 func (a *Admin) getWorkers(c *call) {
