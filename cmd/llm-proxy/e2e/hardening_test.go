@@ -140,7 +140,11 @@ func upload(g *gateway, head string, size int, chunked bool) (status string, sen
 }
 
 // testBodySizeRefusal: a 30 MiB upload against a 1 MiB limit is answered 413
-// without the worker holding it: its RSS grows by less than 10 MiB.
+// without the worker holding it: its RSS grows by less than 20 MiB over twelve
+// refused uploads. Holding even one would be 30 MiB; the margin is for the Go
+// heap's lag (freed buffers of the 1 MiB chunked reads are returned to the OS
+// lazily, and the primary also ingests records meanwhile), which measured up to
+// 11 MiB on CI.
 func testBodySizeRefusal(t *testing.T, g *gateway, key string) {
 	ctx := ctxTimeout(t, requestTimeout)
 	workers := g.waitWorkers(t, nil, startTimeout)
@@ -196,8 +200,8 @@ func testBodySizeRefusal(t *testing.T, g *gateway, key string) {
 		after := rssKiB(t, pid)
 		growth := after - before[pid]
 		t.Logf("worker pid %d: RSS %d KiB -> %d KiB (%+d KiB)", pid, before[pid], after, growth)
-		if growth >= 10<<10 {
-			t.Errorf("worker pid %d RSS grew by %d KiB refusing 30 MiB uploads, want < 10 MiB", pid, growth)
+		if growth >= 20<<10 {
+			t.Errorf("worker pid %d RSS grew by %d KiB refusing 30 MiB uploads, want < 20 MiB", pid, growth)
 		}
 	}
 }
