@@ -17,6 +17,8 @@ type Config struct {
 	RequestTimeout     time.Duration `envconfig:"REQUEST_TIMEOUT" default:"600s" desc:"bound on one request's attempt chain (every retry and fallback) until an answer starts; a stream that has started is not cut by it"`
 	ReadTimeout        time.Duration `envconfig:"READ_TIMEOUT" default:"60s" desc:"time allowed to read one client request (headers and body)"`
 	IdleTimeout        time.Duration `envconfig:"IDLE_TIMEOUT" default:"120s" desc:"keep-alive connections idle longer than this are closed"`
+	MaxHeaderBytes     int           `envconfig:"MAX_HEADER_BYTES" default:"16384" desc:"largest accepted request header block in bytes; larger ones get 431"`
+	MaxConnsPerIP      int           `envconfig:"MAX_CONNS_PER_IP" default:"0" desc:"open client connections allowed per client IP, per worker process (0: unlimited)"`
 	DefaultRPM         int64         `envconfig:"DEFAULT_RPM" default:"0" desc:"requests per minute allowed to a key that sets none (0: unlimited)"`
 	DefaultTPM         int64         `envconfig:"DEFAULT_TPM" default:"0" desc:"tokens per minute allowed to a key that sets none (0: unlimited)"`
 	DefaultMaxParallel int64         `envconfig:"DEFAULT_MAX_PARALLEL" default:"0" desc:"requests in flight allowed to a key that sets none (0: unlimited)"`
@@ -46,6 +48,12 @@ func (c Config) Validate() error {
 	}
 	if c.OTelSampleRatio < 0 || c.OTelSampleRatio > 1 {
 		return fmt.Errorf("LLM_PROXY_OTEL_SAMPLE_RATIO=%v is invalid: must be from 0 to 1", c.OTelSampleRatio)
+	}
+	if c.MaxHeaderBytes < 1024 {
+		return fmt.Errorf("LLM_PROXY_MAX_HEADER_BYTES=%d is invalid: must be at least 1024", c.MaxHeaderBytes)
+	}
+	if c.MaxConnsPerIP < 0 {
+		return fmt.Errorf("LLM_PROXY_MAX_CONNS_PER_IP=%d is invalid: must be 0 (unlimited) or more", c.MaxConnsPerIP)
 	}
 	if c.MaxBodyBytes < 1024 {
 		return fmt.Errorf("LLM_PROXY_MAX_BODY_BYTES=%d is invalid: must be at least 1024", c.MaxBodyBytes)

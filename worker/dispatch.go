@@ -477,6 +477,8 @@ func (w *Worker) relayBuffered(ctx *fasthttp.RequestCtx, x *exchange, a *attempt
 		default:
 			if u, ok := openai.ParseUsage(body); ok {
 				x.rec.PromptTokens, x.rec.CompletionTokens = u.PromptTokens, u.CompletionTokens
+			} else if a.outcome.Status == fasthttp.StatusOK {
+				x.estimateUsage(body)
 			}
 		}
 		if x.cache.on && a.outcome.Status == fasthttp.StatusOK {
@@ -569,6 +571,7 @@ func (w *Worker) pumpStream(bw *bufio.Writer, x *exchange, a *attempt, watch *di
 				}
 				switch {
 				case bytes.Equal(data, doneData):
+					x.estimateUsage(nil)
 					w.storeAssembled(x)
 					w.finish(x)
 					recorded = true
@@ -578,7 +581,11 @@ func (w *Worker) pumpStream(bw *bufio.Writer, x *exchange, a *attempt, watch *di
 						if stripUsage && openai.IsUsageOnlyChunk(data) {
 							forward, skipBlank = false, true
 						}
+						break
 					}
+					x.keepStreamChunk(data)
+				default:
+					x.keepStreamChunk(data)
 				}
 			}
 			if forward {
@@ -696,10 +703,13 @@ func (w *Worker) pumpEvents(bw *bufio.Writer, x *exchange, a *attempt, watch *di
 		if a.tr == nil {
 			// OpenAI-compatible upstream, Anthropic client.
 			if bytes.Equal(bytes.TrimSpace(data), doneData) {
+				x.estimateUsage(nil)
 				return true, nil, nil
 			}
 			if u, ok := openai.ParseUsage(data); ok {
 				x.rec.PromptTokens, x.rec.CompletionTokens = u.PromptTokens, u.CompletionTokens
+			} else {
+				x.keepStreamChunk(data)
 			}
 			emit(data)
 			return false, nil, nil

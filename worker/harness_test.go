@@ -42,7 +42,7 @@ const (
 // test waits for them, generous ones elsewhere.
 func testConfig() Config {
 	return Config{
-		MaxBodyBytes: 1 << 20,
+		MaxBodyBytes: 1 << 20, MaxHeaderBytes: 16 << 10,
 		Config: upstream.Config{
 			ResponseHeaderTimeout: 5 * time.Second,
 			ConnectTimeout:        2 * time.Second,
@@ -68,6 +68,9 @@ type upstreamBehavior struct {
 	status int
 	header http.Header // extra response headers
 	body   string      // response body for "json" (default: a chat completion) and "status"
+	// noUsage: the upstream reports no usage, like many self-hosted servers (a
+	// JSON answer without "usage"; streams ignore stream_options.include_usage).
+	noUsage bool
 }
 
 // upstreamRequest is what the fake upstream received.
@@ -93,6 +96,8 @@ type fakeUpstream struct {
 }
 
 const fakeCompletion = `{"id":"chatcmpl-test","object":"chat.completion","created":1700000000,"model":"real-model","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there"},"finish_reason":"stop"}],"usage":{"prompt_tokens":11,"completion_tokens":7,"total_tokens":18}}`
+
+const fakeCompletionNoUsage = `{"id":"chatcmpl-test","object":"chat.completion","created":1700000000,"model":"real-model","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there"},"finish_reason":"stop"}]}`
 
 func newFakeUpstream(t *testing.T) *fakeUpstream {
 	t.Helper()
@@ -150,6 +155,9 @@ func (f *fakeUpstream) serve(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		if b.body == "" {
 			b.body = fakeCompletion
+			if b.noUsage {
+				b.body = fakeCompletionNoUsage
+			}
 		}
 		io.WriteString(w, b.body)
 	case "status":
@@ -181,7 +189,7 @@ func (f *fakeUpstream) stream(w http.ResponseWriter, r *http.Request, body []byt
 		} `json:"stream_options"`
 	}
 	_ = json.Unmarshal(body, &req)
-	usage := req.StreamOptions != nil && req.StreamOptions.IncludeUsage
+	usage := req.StreamOptions != nil && req.StreamOptions.IncludeUsage && !b.noUsage
 	// OpenAI adds "usage":null to every chunk when usage is requested.
 	usageField := ""
 	if usage {

@@ -69,6 +69,9 @@ type exchange struct {
 	bodies              bool
 	reqBody, respBody   []byte
 	reqTrunc, respTrunc bool
+	// streamText keeps a pass-through stream's chunks until its usage is known
+	// (estimate.go).
+	streamText []byte
 }
 
 var exchangePool = sync.Pool{New: func() any { return &exchange{body: make([]byte, 0, 4096)} }}
@@ -190,6 +193,10 @@ func (w *Worker) finish(x *exchange) {
 	if cap(x.body) > 1<<20 {
 		x.body = make([]byte, 0, 4096) // do not keep one huge request's buffer forever
 	}
+	if cap(x.streamText) > 1<<20 {
+		x.streamText = nil
+	}
+	x.streamText = x.streamText[:0]
 	exchangePool.Put(x)
 }
 

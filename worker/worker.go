@@ -152,6 +152,10 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Worker, error) {
 		ReadTimeout:        cfg.ReadTimeout,
 		IdleTimeout:        cfg.IdleTimeout,
 		MaxRequestBodySize: cfg.MaxBodyBytes,
+		// fasthttp reads the whole header block into its read buffer, so the
+		// buffer size is the header limit (431 beyond it).
+		ReadBufferSize: cfg.MaxHeaderBytes,
+		MaxConnsPerIP:  cfg.MaxConnsPerIP,
 		// No WriteTimeout: a server-wide write deadline would cut long streams.
 		NoDefaultServerHeader:         true,
 		NoDefaultDate:                 false,
@@ -202,6 +206,9 @@ func (w *Worker) serverError(ctx *fasthttp.RequestCtx, err error) {
 		drainBody(ctx.Conn(), int64(ctx.Request.Header.ContentLength()))
 		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large",
 			fmt.Sprintf("The request body exceeds the limit of %d bytes.", w.cfg.MaxBodyBytes))
+	case isSmallBuffer(err):
+		writeError(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, "invalid_request_error", "headers_too_large",
+			fmt.Sprintf("The request headers exceed the limit of %d bytes.", w.cfg.MaxHeaderBytes))
 	default:
 		var netErr net.Error
 		if errors.As(err, &netErr) && netErr.Timeout() {
@@ -211,6 +218,11 @@ func (w *Worker) serverError(ctx *fasthttp.RequestCtx, err error) {
 		writeError(ctx, fasthttp.StatusBadRequest, "invalid_request_error", "bad_request", "Malformed HTTP request.")
 	}
 	ctx.SetConnectionClose()
+}
+
+func isSmallBuffer(err error) bool {
+	var sb *fasthttp.ErrSmallBuffer
+	return errors.As(err, &sb)
 }
 
 // Serve accepts connections on ln until Shutdown.

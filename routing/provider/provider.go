@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/pkoukk/tiktoken-go"
@@ -439,6 +440,8 @@ var encoders struct {
 	cl100k     *tiktoken.Tiktoken
 	o200kOnce  sync.Once
 	cl100kOnce sync.Once
+	o200kDone  atomic.Bool
+	cl100kDone atomic.Bool
 }
 
 // o200kPrefixes are the model families tokenized with o200k_base; everything
@@ -446,22 +449,51 @@ var encoders struct {
 // tokenizer exists) is counted with cl100k_base as an approximation.
 var o200kPrefixes = []string{"gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4", "chatgpt-4o", "gpt-oss"}
 
-func encoderFor(model string) *tiktoken.Tiktoken {
-	// The BPE tables ship inside the loader module, so nothing is fetched at
-	// run time; SetBpeLoader is a package global of tiktoken, set once.
-	encoders.once.Do(func() { tiktoken.SetBpeLoader(tiktoken_loader.NewOfflineLoader()) })
+func usesO200k(model string) bool {
 	m := strings.ToLower(model)
 	if i := strings.LastIndexByte(m, '/'); i >= 0 {
 		m = m[i+1:]
 	}
 	for _, p := range o200kPrefixes {
 		if strings.HasPrefix(m, p) {
-			encoders.o200kOnce.Do(func() { encoders.o200k, _ = tiktoken.GetEncoding("o200k_base") })
-			return encoders.o200k
+			return true
 		}
 	}
-	encoders.cl100kOnce.Do(func() { encoders.cl100k, _ = tiktoken.GetEncoding("cl100k_base") })
+	return false
+}
+
+func encoderFor(model string) *tiktoken.Tiktoken {
+	// The BPE tables ship inside the loader module, so nothing is fetched at
+	// run time; SetBpeLoader is a package global of tiktoken, set once.
+	encoders.once.Do(func() { tiktoken.SetBpeLoader(tiktoken_loader.NewOfflineLoader()) })
+	if usesO200k(model) {
+		encoders.o200kOnce.Do(func() {
+			encoders.o200k, _ = tiktoken.GetEncoding("o200k_base")
+			encoders.o200kDone.Store(true)
+		})
+		return encoders.o200k
+	}
+	encoders.cl100kOnce.Do(func() {
+		encoders.cl100k, _ = tiktoken.GetEncoding("cl100k_base")
+		encoders.cl100kDone.Store(true)
+	})
 	return encoders.cl100k
+}
+
+// TokenizerReady reports whether model's tokenizer is loaded. When it is not,
+// it starts loading it in the background and returns false: a table costs
+// ~100-150 ms and ~20 MiB to load, which a request must not wait for, and a
+// worker whose upstreams all report usage never pays it.
+func TokenizerReady(model string) bool {
+	done := &encoders.cl100kDone
+	if usesO200k(model) {
+		done = &encoders.o200kDone
+	}
+	if done.Load() {
+		return true
+	}
+	go encoderFor(model)
+	return false
 }
 
 // EstimateTokens counts the tokens of text with the tokenizer of model's
@@ -487,6 +519,10 @@ const perMessageTokens = 4
 // every message, tool call and tool definition, plus a small per-message
 // overhead. Images are not counted.
 func EstimatePrompt(model string, r *ChatRequest) int {
+	return EstimateTokens(model, promptText(r)) + perMessageTokens*len(r.Messages) + 3
+}
+
+func promptText(r *ChatRequest) string {
 	var b strings.Builder
 	for _, m := range r.Messages {
 		b.WriteString(m.Role)
@@ -503,5 +539,5 @@ func EstimatePrompt(model string, r *ChatRequest) int {
 		b.WriteString(t.Function.Description)
 		b.Write(t.Function.Parameters)
 	}
-	return EstimateTokens(model, b.String()) + perMessageTokens*len(r.Messages) + 3
+	return b.String()
 }
