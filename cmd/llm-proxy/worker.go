@@ -138,24 +138,21 @@ func runWorker(stderr io.Writer) error {
 		return err
 	}
 
-	var answers *cache.Cache
-	if cfg.CacheConfig.Mode != cache.ModeOff {
-		var emb embed.Embedder
-		if cfg.CacheConfig.Mode == cache.ModeSemantic {
-			emb = embed.Lexical{}
-		}
-		if answers, err = cache.New(cfg.CacheConfig, st, emb, logger.Named("cache"), nil); err != nil {
-			sp.Close()
-			return err
-		}
-		if _, err := answers.LoadSemantic(ctx); err != nil {
-			logger.Warn("semantic cache not loaded", "error", err)
-		}
-		coord.AddTask(coordinator.Task{Name: "cache-evict", Interval: 30 * time.Second, Run: func(ctx context.Context, epoch int64) error {
-			_, err := answers.Evict(ctx, epoch)
-			return err
-		}})
+	// The cache is built whatever the global mode: a route or a key can switch it
+	// on while LLM_PROXY_CACHE_MODE is off. Unused, it costs no resident memory
+	// (freecache's ring is untouched zero pages) and two map lookups a request.
+	answers, err := cache.New(cfg.CacheConfig, st, embed.Lexical{}, logger.Named("cache"), nil)
+	if err != nil {
+		sp.Close()
+		return err
 	}
+	if _, err := answers.LoadSemantic(ctx); err != nil {
+		logger.Warn("semantic cache not loaded", "error", err)
+	}
+	coord.AddTask(coordinator.Task{Name: "cache-evict", Interval: 30 * time.Second, Run: func(ctx context.Context, epoch int64) error {
+		_, err := answers.Evict(ctx, epoch)
+		return err
+	}})
 
 	w, err := worker.New(ctx, cfg.WorkerConfig, worker.Deps{
 		Cache:         answers,
@@ -228,7 +225,7 @@ func runWorker(stderr io.Writer) error {
 			cancel()
 		})
 	}
-	if answers != nil {
+	{
 		// Cache upkeep: purges from other processes (generation), hit counts, expired
 		// vectors. Stopped after the drain like the snapshots.
 		ctx, cancel := context.WithCancel(context.Background())
