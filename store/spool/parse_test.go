@@ -11,6 +11,10 @@ func TestParseFastMatchesJSON(t *testing.T) {
 	plain := typicalRecord()
 	escaped := typicalRecord()
 	escaped.Model = "gpt-4o \"quoted\"\n"
+	attempts := typicalRecord()
+	attempts.Attempts = `[{"upstream":"openai","status":503,"error":"a \\ b / c\td"},{"upstream":"azure","status":200}]`
+	unicode := typicalRecord()
+	unicode.Model = "gpt\x01-4o"
 	negative := typicalRecord()
 	negative.KeyID = -1
 	tests := []struct {
@@ -21,7 +25,9 @@ func TestParseFastMatchesJSON(t *testing.T) {
 		{"plain", AppendRecord(nil, &plain), true},
 		{"plain without newline", AppendRecord(nil, &plain)[:len(AppendRecord(nil, &plain))-1], true},
 		{"negative number", AppendRecord(nil, &negative), true},
-		{"escaped string", AppendRecord(nil, &escaped), false},
+		{"escaped string", AppendRecord(nil, &escaped), true},
+		{"attempts JSON in a string", AppendRecord(nil, &attempts), true},
+		{"unicode escape", AppendRecord(nil, &unicode), false},
 		{"reordered keys", []byte(`{"ts_ms":1,"request_id":"a"}`), false},
 		{"trailing garbage", append(AppendRecord(nil, &plain)[:len(AppendRecord(nil, &plain))-1], 'x'), false},
 		{"truncated", AppendRecord(nil, &plain)[:40], false},
@@ -55,4 +61,29 @@ func BenchmarkParseRecord(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// A proxied request's record carries its attempts as JSON inside a string: the
+// fast path must take it (encoding/json, the fallback, is the baseline here).
+func BenchmarkParseRecordAttempts(b *testing.B) {
+	r := typicalRecord()
+	r.Attempts = `[{"upstream":"mock","deployment":"mock-1","status":200,"latency_us":812}]`
+	line := AppendRecord(nil, &r)
+	b.Run("fast", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := ParseRecord(line); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encoding-json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var got Record
+			if err := json.Unmarshal(line, &got); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
