@@ -342,7 +342,7 @@ func TestIngestTaskFillsRequestLogs(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := openStore(t, h.path, h.log)
-	a, _ := h.start(0, SystemClock(), IngestTask(st, dir, h.log), RetentionTask(st, 30, h.log), CheckpointTask(st, h.log))
+	a, _ := h.start(0, SystemClock(), IngestTask(st, dir, h.log, nil), RetentionTask(st, 30, h.log), CheckpointTask(st, h.log))
 	eventually(t, 2*time.Second, "A primary", a.IsPrimary)
 	eventually(t, 3*time.Second, "100 rows ingested", func() bool {
 		n, err := h.st.CountRequestLogs(context.Background())

@@ -20,10 +20,16 @@ const (
 
 // IngestTask moves every worker's spool records into request_logs each second, fenced on
 // the lease epoch so a deposed primary inserts nothing.
-func IngestTask(st *store.Store, spoolDir string, logger hclog.Logger) Task {
+//
+// report, if not nil, gets every pass's result with the primary's epoch (the
+// metrics gauges for the spool backlog and the epoch are fed from it).
+func IngestTask(st *store.Store, spoolDir string, logger hclog.Logger, report func(res store.IngestResult, epoch int64)) Task {
 	logger = logger.Named("ingest")
 	return Task{Name: "ingest", Interval: ingestInterval, Run: func(ctx context.Context, epoch int64) error {
 		res, err := st.IngestSpools(ctx, spoolDir, epoch, ingestBatch)
+		if report != nil {
+			report(res, epoch)
+		}
 		if res.Rows > 0 || res.Deleted > 0 {
 			logger.Debug("ingested spools", "rows", res.Rows, "files", res.Files, "deleted", res.Deleted)
 		}

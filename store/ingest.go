@@ -28,6 +28,9 @@ type IngestResult struct {
 	Rows    int // request_logs rows inserted (replayed duplicates not counted)
 	Files   int // spool files read
 	Deleted int // spool files removed after being fully ingested
+	// Backlog is how many bytes of records were waiting in the files when this
+	// pass reached them: about one interval of traffic when ingest keeps up.
+	Backlog int64
 }
 
 // maxLineBytes bounds one record; a longer "line" is corrupt (records are < 1 KiB).
@@ -81,7 +84,7 @@ func (s *Store) IngestSpools(ctx context.Context, dir string, epoch int64, maxBa
 			}
 			done = writerGone(spool.WriterID(base), live)
 		}
-		rows, deleted, err := s.ingestFile(ctx, filepath.Join(dir, name), base, sealed || done, epoch, maxBatch)
+		rows, deleted, err := s.ingestFile(ctx, filepath.Join(dir, name), base, sealed || done, epoch, maxBatch, &res.Backlog)
 		res.Rows += rows
 		if err != nil {
 			return res, err
@@ -138,7 +141,7 @@ func writerGone(id string, live map[string]bool) bool {
 
 // ingestFile ingests one file from its committed offset. finished means nothing more will
 // be appended (sealed, or its writer is gone): then the file is deleted once read to the end.
-func (s *Store) ingestFile(ctx context.Context, path, base string, finished bool, epoch int64, maxBatch int) (rows int, deleted bool, err error) {
+func (s *Store) ingestFile(ctx context.Context, path, base string, finished bool, epoch int64, maxBatch int, backlog *int64) (rows int, deleted bool, err error) {
 	offset, err := s.spoolOffset(ctx, base)
 	if err != nil {
 		return 0, false, err
@@ -153,6 +156,9 @@ func (s *Store) ingestFile(ctx context.Context, path, base string, finished bool
 		return 0, false, fmt.Errorf("store: ingest: open spool: %w", err)
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Size() > offset {
+		*backlog += fi.Size() - offset
+	}
 	if _, err := f.Seek(offset, io.SeekStart); err != nil {
 		return 0, false, fmt.Errorf("store: ingest: seek spool: %w", err)
 	}

@@ -105,7 +105,10 @@ func runWorker(stderr io.Writer) error {
 	coord := coordinator.New(cfg.CoordinatorConfig, st, coordinator.Identity{
 		ID: id, Slot: slot, PID: pid, Version: version,
 	}, coordinator.SystemClock(), logger)
-	coord.AddTask(coordinator.IngestTask(st, cfg.SpoolDir, logger))
+	coord.AddTask(coordinator.IngestTask(st, cfg.SpoolDir, logger, func(res store.IngestResult, epoch int64) {
+		met.SetSpoolBacklog(res.Backlog)
+		met.SetPrimaryEpoch(epoch)
+	}))
 	// Request bodies (LOG_BODIES) have a spool directory of their own; the task runs even
 	// with logging off so files left from before it was turned off still arrive.
 	bodyDir := filepath.Join(cfg.SpoolDir, "bodies")

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -94,6 +95,32 @@ func TestMetrics(t *testing.T) {
 	if ws := fams["llm_proxy_workers"].GetMetric(); len(ws) != 1 || ws[0].GetGauge().GetValue() != float64(g.workers) {
 		t.Errorf("llm_proxy_workers = %v, want %d", ws, g.workers)
 	}
+	// The primary feeds its epoch and the spool backlog at every ingest pass (1 s):
+	// the first primary of a fresh database holds epoch 1, and with the traffic
+	// stopped the backlog drains to 0.
+	deadline := time.Now().Add(5 * time.Second)
+	var epoch, backlog float64
+	for {
+		fams = scrapeMetrics(t, pinned[pids[0]], g)
+		epoch = gaugeValue(fams, "llm_proxy_primary_epoch")
+		backlog = gaugeValue(fams, "llm_proxy_spool_backlog_bytes")
+		if (epoch == 1 && backlog == 0) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if epoch != 1 || backlog != 0 {
+		t.Errorf("llm_proxy_primary_epoch = %v, llm_proxy_spool_backlog_bytes = %v; want 1 and 0 once ingest caught up", epoch, backlog)
+	}
+}
+
+// gaugeValue is the value of an unlabelled gauge family (-1 if absent).
+func gaugeValue(fams map[string]*dto.MetricFamily, name string) float64 {
+	ms := fams[name].GetMetric()
+	if len(ms) != 1 {
+		return -1
+	}
+	return ms[0].GetGauge().GetValue()
 }
 
 // getMetrics GETs /metrics through hc with the given Authorization header value.
