@@ -121,6 +121,10 @@ func (s *Store) ingestBodyFile(ctx context.Context, path, key string, finished b
 		next := offset
 		atEOF := false
 		for len(batch) < maxBatch {
+			if b, _ := br.Peek(1); spool.Padding(b) {
+				atEOF = true // the padding after an active file's last line
+				break
+			}
 			line, err := br.ReadBytes('\n')
 			if err != nil && !errors.Is(err, io.EOF) {
 				return rows, false, fmt.Errorf("store: ingest bodies: read: %w", err)

@@ -28,8 +28,8 @@ type IngestResult struct {
 	Rows    int // request_logs rows inserted (replayed duplicates not counted)
 	Files   int // spool files read
 	Deleted int // spool files removed after being fully ingested
-	// Backlog is how many bytes of records were waiting in the files when this
-	// pass reached them: about one interval of traffic when ingest keeps up.
+	// Backlog is how many bytes of records this pass found waiting and took:
+	// about one interval of traffic when ingest keeps up, more when it lags.
 	Backlog int64
 }
 
@@ -156,9 +156,10 @@ func (s *Store) ingestFile(ctx context.Context, path, base string, finished bool
 		return 0, false, fmt.Errorf("store: ingest: open spool: %w", err)
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err == nil && fi.Size() > offset {
-		*backlog += fi.Size() - offset
-	}
+	start := offset
+	// What this pass takes from the file was waiting for it (an active file's size
+	// includes its padding, so the size says nothing).
+	defer func() { *backlog += offset - start }()
 	if _, err := f.Seek(offset, io.SeekStart); err != nil {
 		return 0, false, fmt.Errorf("store: ingest: seek spool: %w", err)
 	}
@@ -171,6 +172,14 @@ func (s *Store) ingestFile(ctx context.Context, path, base string, finished bool
 		batch = batch[:0]
 		next := offset
 		for len(batch) < maxBatch {
+			if longLen == 0 {
+				if b, _ := br.Peek(1); spool.Padding(b) {
+					// The padding after the last line of an active (or killed)
+					// writer's file: the end of its data for now.
+					atEOF = true
+					break
+				}
+			}
 			line, err := br.ReadSlice('\n')
 			if errors.Is(err, bufio.ErrBufferFull) {
 				if len(long)+len(line) <= maxLineBytes {

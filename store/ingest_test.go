@@ -102,6 +102,41 @@ func writeSpool(t testing.TB, dir, name, prefix string, n int, seal bool) string
 	return path
 }
 
+// appender writes at the end of an active spool file's data, over its NUL
+// padding, the way a writer would (minus the memory mapping).
+type appender struct {
+	f   *os.File
+	off int64
+}
+
+func (a *appender) Write(b []byte) (int, error) {
+	n, err := a.f.WriteAt(b, a.off)
+	a.off += int64(n)
+	return n, err
+}
+
+func rawAppender(t *testing.T, path string) *appender {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := 0
+	for end < len(b) && !spool.Padding(b[end:]) {
+		i := bytes.IndexByte(b[end:], '\n')
+		if i < 0 {
+			t.Fatalf("%s: partial line at %d", path, end)
+		}
+		end += i + 1
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return &appender{f: f, off: int64(end)}
+}
+
 // liveName is a worker id of this (live) test process.
 func liveName(slot int) string {
 	return fmt.Sprintf("%d-%d-%d", slot, os.Getpid(), time.Now().UnixNano())
@@ -123,7 +158,7 @@ func TestIngestExactlyOnce(t *testing.T) {
 	dir := t.TempDir()
 	path := writeSpool(t, dir, liveName(0), "a", 2500, false)
 	base, _ := spool.BaseName(filepath.Base(path))
-	size := func() int64 { st, _ := os.Stat(path); return st.Size() }()
+	size := rawAppender(t, path).off // the data, without the active file's padding
 
 	steps := []struct {
 		name   string
@@ -175,11 +210,7 @@ func TestIngestPartialLineWaits(t *testing.T) {
 	path := writeSpool(t, dir, liveName(0), "p", 3, false)
 	r := spoolRecord("p-3")
 	line := spool.AppendRecord(nil, &r)
-	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	f := rawAppender(t, path)
 	if _, err := f.Write(line[:20]); err != nil {
 		t.Fatal(err)
 	}
@@ -281,14 +312,10 @@ func TestIngestCorruptLineLoggedOnceAndSkipped(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	path := writeSpool(t, dir, liveName(0), "c", 2, false)
-	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.WriteString("this is not json\n")
+	f := rawAppender(t, path)
+	f.Write([]byte("this is not json\n"))
 	r := spoolRecord("c-after")
 	f.Write(spool.AppendRecord(nil, &r))
-	f.Close()
 	for pass := 0; pass < 2; pass++ {
 		if _, err := s.IngestSpools(ctx, dir, 0, 1000); err != nil {
 			t.Fatal(err)

@@ -24,6 +24,13 @@ var ErrClosed = errors.New("spool: writer closed")
 var ErrBadLine = errors.New("spool: line must end in one newline and contain no other")
 
 // Writer appends lines to the current file of one worker. It is safe for concurrent use.
+//
+// On unix the file is written through a shared memory mapping (writer_unix.go):
+// an append is a copy, not a write(2), and the bytes are in the page cache, so a
+// killed process loses nothing it appended. The file is grown ahead of the data,
+// so an active file, or the file of a writer that was killed, ends in NUL
+// padding: readers stop at a NUL where a line would start (see Padding). A
+// sealed file holds exactly its lines.
 type Writer struct {
 	dir, name string
 	maxBytes  int64 // <= 0: never rotate
@@ -34,7 +41,12 @@ type Writer struct {
 	seq    int
 	size   int64
 	closed bool
+	mm     mapping // the file's memory mapping (unix); see writer_unix.go
 }
+
+// Padding reports whether the bytes a reader is about to take as a line are the
+// NUL padding after an active file's last line: the end of its data for now.
+func Padding(b []byte) bool { return len(b) > 0 && b[0] == 0 }
 
 // Create opens dir/<name>.<seq>.spool for appending, creating dir with mode 0700. name is
 // the worker id, unique per process; seq starts after the highest one already in dir for
@@ -102,23 +114,24 @@ func WriterID(base string) string {
 func (w *Writer) open() error {
 	// Zero-padded so a directory listing sorts in write order.
 	w.path = filepath.Join(w.dir, fmt.Sprintf("%s.%06d%s", w.name, w.seq, ActiveSuffix))
-	f, err := os.OpenFile(w.path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+	// A new file every time (seq is always past the existing ones), so it starts empty.
+	f, err := os.OpenFile(w.path, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o600)
 	if err != nil {
 		return fmt.Errorf("spool: open %s: %w", w.path, err)
 	}
-	st, err := f.Stat()
-	if err != nil {
+	w.f, w.size = f, 0
+	if err := w.mm.open(f, w.maxBytes); err != nil {
 		f.Close()
-		return fmt.Errorf("spool: stat %s: %w", w.path, err)
+		os.Remove(w.path)
+		return fmt.Errorf("spool: map %s: %w", w.path, err)
 	}
-	w.f, w.size = f, st.Size()
 	return nil
 }
 
-// Append writes line, which must end in '\n' and hold no other newline, with one write(2).
-// O_APPEND plus the mutex keep lines whole; there is no fsync because the record only has
-// to survive the process, not the machine. When the file reaches maxBytes it is sealed and
-// a new one started; a failure to start the next file is returned but the line is written.
+// Append writes line, which must end in '\n' and hold no other newline. The mutex keeps
+// lines whole; there is no fsync because the record only has to survive the process, not
+// the machine. When the file reaches maxBytes it is sealed and a new one started; a failure
+// to start the next file is returned but the line is written.
 func (w *Writer) Append(line []byte) error {
 	n := len(line)
 	if n == 0 || line[n-1] != '\n' || bytes.IndexByte(line[:n-1], '\n') >= 0 {
@@ -129,11 +142,10 @@ func (w *Writer) Append(line []byte) error {
 	if w.closed {
 		return ErrClosed
 	}
-	written, err := w.f.Write(line)
-	w.size += int64(written)
-	if err != nil {
+	if err := w.mm.put(w.f, w.size, line); err != nil {
 		return fmt.Errorf("spool: append: %w", err)
 	}
+	w.size += int64(n)
 	if w.maxBytes > 0 && w.size >= w.maxBytes {
 		return w.rotate()
 	}
@@ -143,17 +155,23 @@ func (w *Writer) Append(line []byte) error {
 // rotate opens the next file before sealing the current one, so a failed open leaves the
 // writer appending to a valid file rather than to none.
 func (w *Writer) rotate() error {
-	old, oldPath := w.f, w.path
+	old, oldPath, oldSize, oldMap := w.f, w.path, w.size, w.mm
 	w.seq++
+	w.mm = mapping{}
 	if err := w.open(); err != nil {
 		w.seq--
-		w.f, w.path = old, oldPath
+		w.f, w.path, w.size, w.mm = old, oldPath, oldSize, oldMap
 		return err
 	}
-	return sealFile(old, oldPath)
+	return sealFile(old, oldPath, oldSize, &oldMap)
 }
 
-func sealFile(f *os.File, path string) error {
+// sealFile unmaps f, cuts its padding off and renames it to SealedSuffix.
+func sealFile(f *os.File, path string, size int64, mm *mapping) error {
+	if err := mm.close(f, size); err != nil {
+		f.Close()
+		return fmt.Errorf("spool: seal %s: %w", path, err)
+	}
 	sealed := strings.TrimSuffix(path, ActiveSuffix) + SealedSuffix
 	if err := os.Rename(path, sealed); err != nil {
 		f.Close()
@@ -181,11 +199,12 @@ func (w *Writer) Close() error {
 	}
 	w.closed = true
 	if w.size == 0 {
+		_ = w.mm.close(w.f, 0)
 		w.f.Close()
 		if err := os.Remove(w.path); err != nil {
 			return fmt.Errorf("spool: remove empty %s: %w", w.path, err)
 		}
 		return nil
 	}
-	return sealFile(w.f, w.path)
+	return sealFile(w.f, w.path, w.size, &w.mm)
 }
