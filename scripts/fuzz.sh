@@ -4,6 +4,7 @@
 #
 #   scripts/fuzz.sh                    every target, FUZZTIME (default 5s) each
 #   FUZZTIME=10m scripts/fuzz.sh       the long run the release checklist asks for
+#   FUZZ_TIME=10m scripts/fuzz.sh      the same (FUZZ_TIME is accepted as a spelling of FUZZTIME)
 #   scripts/fuzz.sh ./store/spool      only the targets under these packages
 #
 # A crash makes go test write the input to <pkg>/testdata/fuzz/<Target>/ and
@@ -13,7 +14,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 GO=${GO:-go}
-FUZZTIME=${FUZZTIME:-5s}
+FUZZTIME=${FUZZTIME:-${FUZZ_TIME:-5s}}
 # One fuzz worker per core, but no more than 4: CI machines are shared.
 PARALLEL=${FUZZ_PARALLEL:-$(( $(nproc 2>/dev/null || echo 2) < 4 ? $(nproc 2>/dev/null || echo 2) : 4 ))}
 

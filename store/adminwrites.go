@@ -11,7 +11,9 @@ import (
 )
 
 // UpdateUpstream replaces upstream id's fields and deployments with u's in one
-// transaction (u.ID and u.CreatedAt are ignored). The stored provider key is kept when
+// transaction (u.ID and u.CreatedAt are ignored). Every field of each deployment is
+// written, priority and max concurrency included: a caller editing only the upstream
+// passes the deployments ListUpstreams returned, and they come back unchanged. The stored provider key is kept when
 // keepKey is true (the admin never sees it, so an edit that does not retype it keeps it);
 // otherwise u.APIKey replaces it ("" removes it). ErrNotFound, ErrExists (name taken).
 func (s *Store) UpdateUpstream(ctx context.Context, id int64, u Upstream, keepKey bool) error {
@@ -31,6 +33,8 @@ func (s *Store) UpdateUpstream(ctx context.Context, id int64, u Upstream, keepKe
 			return fmt.Errorf("store: update upstream %q: deployment %d has no public model", u.Name, i)
 		case d.Weight < 0:
 			return fmt.Errorf("store: update upstream %q: deployment %q has negative weight", u.Name, d.PublicModel)
+		case d.MaxConcurrent < 0:
+			return fmt.Errorf("store: update upstream %q: deployment %q has negative max concurrent", u.Name, d.PublicModel)
 		case d.PublicModel == AnyModel && d.UpstreamModel != "":
 			return fmt.Errorf("store: update upstream %q: a %q deployment takes no upstream model", u.Name, AnyModel)
 		case d.PublicModel != AnyModel && d.UpstreamModel == "":
@@ -69,9 +73,10 @@ func (s *Store) UpdateUpstream(ctx context.Context, id int64, u Upstream, keepKe
 			return err
 		}
 		for _, d := range deps {
-			err := sqlitex.Execute(conn, `INSERT INTO deployments(upstream_id, public_model, upstream_model, weight)
-VALUES (:up, :public, :model, :weight)`, &sqlitex.ExecOptions{
-				Named: map[string]any{":up": id, ":public": d.PublicModel, ":model": d.UpstreamModel, ":weight": d.Weight},
+			err := sqlitex.Execute(conn, `INSERT INTO deployments(upstream_id, public_model, upstream_model, weight, priority, max_concurrent)
+VALUES (:up, :public, :model, :weight, :priority, :maxc)`, &sqlitex.ExecOptions{
+				Named: map[string]any{":up": id, ":public": d.PublicModel, ":model": d.UpstreamModel, ":weight": d.Weight,
+					":priority": d.Priority, ":maxc": d.MaxConcurrent},
 			})
 			if isUniqueViolation(err) {
 				return fmt.Errorf("deployment %q listed twice", d.PublicModel)

@@ -29,6 +29,9 @@ type APIKey struct {
 	RevokedAt time.Time // zero: not revoked
 	UserID    int64     // owner; 0: none (created by the CLI)
 	Limits    KeyLimits
+	// UserLimits are the owner's limits, shared by all the owner's keys (read by
+	// ListAPIKeys so the workers' key snapshot carries them); zero without an owner.
+	UserLimits KeyLimits
 }
 
 // State reports "revoked", "expired" or "active" at now. Revocation wins over expiry
@@ -151,10 +154,14 @@ VALUES (:name, :hash, :prefix, :models, :created, :expires, :revoked,
 func (s *Store) ListAPIKeys(ctx context.Context) ([]APIKey, error) {
 	var keys []APIKey
 	err := s.read(ctx, func(conn *sqlite.Conn) error {
-		return sqlitex.Execute(conn, `SELECT id, name, hash, prefix, models, created_at, expires_at, revoked_at,
-    coalesce(user_id, 0), coalesce(rpm, 0), coalesce(tpm, 0), coalesce(max_parallel, 0),
-    coalesce(budget_micro_usd, 0), coalesce(budget_tokens, 0), coalesce(budget_period, '')
-FROM api_keys ORDER BY id`, &sqlitex.ExecOptions{
+		// The owner's limits come with the key (one join, no query per user) because
+		// workers enforce both from the same snapshot.
+		return sqlitex.Execute(conn, `SELECT k.id, k.name, k.hash, k.prefix, k.models, k.created_at, k.expires_at, k.revoked_at,
+    coalesce(k.user_id, 0), coalesce(k.rpm, 0), coalesce(k.tpm, 0), coalesce(k.max_parallel, 0),
+    coalesce(k.budget_micro_usd, 0), coalesce(k.budget_tokens, 0), coalesce(k.budget_period, ''),
+    coalesce(u.rpm, 0), coalesce(u.tpm, 0), coalesce(u.max_parallel, 0),
+    coalesce(u.budget_micro_usd, 0), coalesce(u.budget_tokens, 0), coalesce(u.budget_period, '')
+FROM api_keys k LEFT JOIN users u ON u.id = k.user_id ORDER BY k.id`, &sqlitex.ExecOptions{
 			ResultFunc: func(stmt *sqlite.Stmt) error {
 				k := APIKey{
 					ID:        stmt.ColumnInt64(0),
@@ -172,6 +179,7 @@ FROM api_keys ORDER BY id`, &sqlitex.ExecOptions{
 						BudgetTokens:   stmt.ColumnInt64(13),
 						BudgetPeriod:   stmt.ColumnText(14),
 					},
+					UserLimits: scanKeyLimits(stmt, 15),
 				}
 				if n := stmt.ColumnLen(2); n != len(k.Hash) {
 					return fmt.Errorf("api key %d: hash is %d bytes, want %d", k.ID, n, len(k.Hash))

@@ -35,17 +35,15 @@ func (s *Store) UserModels(ctx context.Context) (map[int64][]string, error) {
 // SetUserModels replaces a user's model allow-list; an empty list allows every model.
 // Every worker reloads its keys (trigger users_models_au).
 func (s *Store) SetUserModels(ctx context.Context, userID int64, models []string) error {
-	var clean []string
-	for _, m := range models {
-		if m = strings.TrimSpace(m); m != "" {
-			clean = append(clean, m)
-		}
+	list, err := joinModels(models)
+	if err != nil {
+		return fmt.Errorf("store: set user models: %w", err)
 	}
 	var changed int
-	err := s.write(ctx, func(conn *sqlite.Conn) error {
+	err = s.write(ctx, func(conn *sqlite.Conn) error {
 		stmt := conn.Prep("UPDATE users SET models = :models, updated_at = :now WHERE id = :id")
 		defer stmt.Reset()
-		stmt.SetText(":models", strings.Join(clean, ","))
+		stmt.SetText(":models", list)
 		stmt.SetInt64(":now", time.Now().Unix())
 		stmt.SetInt64(":id", userID)
 		if _, err := stmt.Step(); err != nil {

@@ -31,6 +31,12 @@ type User struct {
 	Disabled           bool
 	CreatedAt          time.Time
 	UpdatedAt          time.Time
+	// Models is the user's model allow-list (every key of the user is also bound by it);
+	// empty allows every model.
+	Models []string
+	// Limits apply to all the user's keys together, on top of each key's own; 0 fields
+	// mean no limit (the global defaults apply to keys, never to users).
+	Limits KeyLimits
 }
 
 // UserUpdate changes the non-nil fields of a user.
@@ -40,9 +46,14 @@ type UserUpdate struct {
 	Disabled           *bool
 	PasswordHash       *string // also ends every session of the user
 	MustChangePassword *bool
+	Models             *[]string  // replaces the allow-list; empty allows every model
+	Limits             *KeyLimits // replaces every limit; see SetUserLimits
 }
 
-const userColumns = "id, username, password_hash, role, must_change_password, disabled, created_at, updated_at"
+// The limit columns are NULL when unset, which ColumnInt64 and ColumnText read as 0 and
+// "" (no coalesce, so callers can prefix every name with a table alias).
+const userColumns = "id, username, password_hash, role, must_change_password, disabled, created_at, updated_at, models, " +
+	"rpm, tpm, max_parallel, budget_micro_usd, budget_tokens, budget_period"
 
 func scanUser(stmt *sqlite.Stmt) User {
 	return User{
@@ -54,6 +65,8 @@ func scanUser(stmt *sqlite.Stmt) User {
 		Disabled:           stmt.ColumnBool(5),
 		CreatedAt:          time.Unix(stmt.ColumnInt64(6), 0),
 		UpdatedAt:          time.Unix(stmt.ColumnInt64(7), 0),
+		Models:             splitModels(stmt.ColumnText(8)),
+		Limits:             scanKeyLimits(stmt, 9),
 	}
 }
 
@@ -168,6 +181,18 @@ func (s *Store) UpdateUser(ctx context.Context, id int64, upd UserUpdate, keepSe
 	if upd.Username != nil && strings.TrimSpace(*upd.Username) == "" {
 		return User{}, errors.New("store: update user: username is empty")
 	}
+	var models string
+	if upd.Models != nil {
+		var err error
+		if models, err = joinModels(*upd.Models); err != nil {
+			return User{}, fmt.Errorf("store: update user: %w", err)
+		}
+	}
+	if upd.Limits != nil {
+		if err := checkLimits(*upd.Limits); err != nil {
+			return User{}, fmt.Errorf("store: update user: %w", err)
+		}
+	}
 	var out User
 	err := s.write(ctx, func(conn *sqlite.Conn) error {
 		sets := []string{"updated_at = :now"}
@@ -192,6 +217,14 @@ func (s *Store) UpdateUser(ctx context.Context, id int64, upd UserUpdate, keepSe
 			sets = append(sets, "must_change_password = :must")
 			args[":must"] = *upd.MustChangePassword
 		}
+		if upd.Models != nil {
+			sets = append(sets, "models = :models")
+			args[":models"] = models
+		}
+		if upd.Limits != nil {
+			sets = append(sets, userLimitSets)
+			addLimitArgs(args, *upd.Limits)
+		}
 		if err := sqlitex.Execute(conn, "UPDATE users SET "+strings.Join(sets, ", ")+" WHERE id = :id",
 			&sqlitex.ExecOptions{Named: args}); err != nil {
 			return err
@@ -199,8 +232,12 @@ func (s *Store) UpdateUser(ctx context.Context, id int64, upd UserUpdate, keepSe
 		if conn.Changes() == 0 {
 			return ErrNotFound
 		}
-		if err := checkAdminLeft(conn); err != nil {
-			return err
+		// Only a role or disabled change can remove an admin; checking on other edits would
+		// refuse, say, a user's limits in a database that has no admin yet (CLI-only use).
+		if upd.Role != nil || upd.Disabled != nil {
+			if err := checkAdminLeft(conn); err != nil {
+				return err
+			}
 		}
 		if upd.PasswordHash != nil || (upd.Disabled != nil && *upd.Disabled) {
 			if err := deleteSessionsExcept(conn, id, keepSession); err != nil {

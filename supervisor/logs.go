@@ -24,6 +24,10 @@ var crashPrefixes = [][]byte{
 	[]byte("goroutine "),
 }
 
+// fatalPrefix starts the one plain line a worker prints when it exits with an
+// error (cmd/llm-proxy realMain), e.g. a port it could not bind.
+var fatalPrefix = []byte("llm-proxy: ")
+
 // Keys of hclog's JSON format that are not arguments.
 const (
 	keyLevel     = "@level"
@@ -83,6 +87,10 @@ func (e *lineEmitter) emit(line []byte) {
 		}
 	}
 	level := hclog.Info
+	if bytes.HasPrefix(line, fatalPrefix) {
+		// The worker's last words: why it is exiting with an error.
+		level = hclog.Error
+	}
 	if !e.crashing {
 		for _, p := range crashPrefixes {
 			if bytes.HasPrefix(line, p) {

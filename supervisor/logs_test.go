@@ -103,6 +103,14 @@ func TestForwardLevelsAndCrashTraces(t *testing.T) {
 				{"error", "goroutine 7 [running]:", map[string]any{}},
 			},
 		},
+		{
+			name:  "a worker's fatal error line",
+			input: "llm-proxy: worker: pprof: listen tcp 127.0.0.1:6060: bind: address already in use\nsome other plain line\n",
+			want: []emitted{
+				{"error", "llm-proxy: worker: pprof: listen tcp 127.0.0.1:6060: bind: address already in use", map[string]any{}},
+				{"info", "some other plain line", map[string]any{}},
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -22,6 +22,9 @@ type keyEntry struct {
 	userID    int64
 	// limits are the key's own limits merged over the configured defaults.
 	limits limits.Limits
+	// userLimits are the owner's limits, shared by all the owner's keys (no defaults:
+	// zero unless set on the user, and always zero without an owner).
+	userLimits limits.Limits
 	// userModels is the owning user's allow-list (nil: every model); noBodies opts
 	// the key out of body logging. Set by loadKeyExtras (usermodels.go).
 	userModels    map[string]struct{}
@@ -48,6 +51,9 @@ func newKeySnapshot(keys []store.APIKey, cfg Config) *keySnapshot {
 	for _, k := range keys {
 		e := &keyEntry{id: k.ID, name: k.Name, revoked: !k.RevokedAt.IsZero(), userID: k.UserID,
 			limits: keyLimits(k.Limits, cfg)}
+		if k.UserID != 0 {
+			e.userLimits = userLimits(k.UserLimits)
+		}
 		if !k.ExpiresAt.IsZero() {
 			e.expires = k.ExpiresAt.Unix()
 		}

@@ -105,3 +105,23 @@ func TestMaxConnsPerIP(t *testing.T) {
 		t.Errorf("first connection: status %d, want 200", resp.StatusCode)
 	}
 }
+
+func TestBadHeaderFraming(t *testing.T) {
+	tests := []struct {
+		raw  string
+		want bool
+	}{
+		{"Host: x\r\nAuthorization: Bearer k\r\n\r\n", false},
+		{"Host: x\r\n", false},
+		{"", false},
+		{"Host: x\nInjected: y\r\n\r\n", true},
+		{"Host: x\r\nX-A: a\r\n folded\r\n\r\n", true},
+		{"Host: x\r\nX-A: a\r\n\tfolded\r\n\r\n", true},
+		{"\nHost: x\r\n", true},
+	}
+	for _, tt := range tests {
+		if got := badHeaderFraming([]byte(tt.raw)); got != tt.want {
+			t.Errorf("badHeaderFraming(%q) = %v, want %v", tt.raw, got, tt.want)
+		}
+	}
+}

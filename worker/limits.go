@@ -35,10 +35,25 @@ func keyLimits(k store.KeyLimits, cfg Config) limits.Limits {
 	return l
 }
 
-func (l *keyEntry) limited() bool {
-	return l.limits.RPM > 0 || l.limits.TPM > 0 || l.limits.MaxParallel > 0 ||
-		l.limits.BudgetMicro > 0 || l.limits.BudgetTok > 0
+// userLimits converts a user's limits; unlike a key's, they have no defaults, since a
+// default per user on top of the default per key would only ever be the tighter of two
+// guesses.
+func userLimits(u store.KeyLimits) limits.Limits {
+	l := limits.Limits{RPM: u.RPM, TPM: u.TPM, MaxParallel: u.MaxParallel, BudgetMicro: u.BudgetMicroUSD, BudgetTok: u.BudgetTokens}
+	if p, err := limits.ParsePeriod(u.BudgetPeriod); err == nil {
+		l.Period = p
+	}
+	return l
 }
+
+func anyLimit(l *limits.Limits) bool {
+	return l.RPM > 0 || l.TPM > 0 || l.MaxParallel > 0 || l.BudgetMicro > 0 || l.BudgetTok > 0
+}
+
+func (l *keyEntry) limited() bool { return anyLimit(&l.limits) }
+
+// userLimited reports whether the key's owner has a limit of their own.
+func (l *keyEntry) userLimited() bool { return l.userID != 0 && anyLimit(&l.userLimits) }
 
 // defaultCompletionEstimate is the completion size assumed for TPM and budget
 // reservations when a request sets no max_tokens; settlement corrects it.
@@ -67,9 +82,14 @@ func estimateTokens(body []byte) (prompt, completion int64) {
 	return prompt, completion
 }
 
-// admit applies the key's limits; it answers 429 and returns false when refused.
+// admit applies the key's limits and then its owner's (shared by all the owner's
+// keys); it answers 429 and returns false when either refuses.
 func (w *Worker) admit(ctx *fasthttp.RequestCtx, x *exchange, key *keyEntry, body []byte) bool {
-	if w.deps.Limiter == nil || !key.limited() {
+	if w.deps.Limiter == nil {
+		return true
+	}
+	byUser := key.userLimited()
+	if !byUser && !key.limited() {
 		return true
 	}
 	prompt, completion := estimateTokens(body)
@@ -77,13 +97,25 @@ func (w *Worker) admit(ctx *fasthttp.RequestCtx, x *exchange, key *keyEntry, bod
 	if p, ok := w.prices.Load().Lookup(x.rec.Model); ok {
 		est.Micro = p.Cost(prompt, completion)
 	}
-	t, dec := w.deps.Limiter.Admit(limits.Key(key.id), key.limits, est)
+	var (
+		t   limits.Ticket
+		dec limits.Decision
+	)
+	if byUser {
+		t, dec = w.deps.Limiter.AdmitPair(limits.Key(key.id), key.limits, limits.User(key.userID), key.userLimits, est)
+	} else {
+		t, dec = w.deps.Limiter.Admit(limits.Key(key.id), key.limits, est)
+	}
 	if !dec.Allowed {
 		if w.deps.Metrics != nil {
 			w.deps.Metrics.RateLimited(reasonName(dec.Reason))
 		}
+		msg := rateLimitMessage(dec.Reason)
+		if dec.By.Kind == limits.KindUser {
+			msg = userRateLimitMessage(dec.Reason)
+		}
 		w.reject(ctx, x, fasthttp.StatusTooManyRequests, "rate_limit_exceeded", "rate_limit_exceeded",
-			rateLimitMessage(dec.Reason), classRateLimited)
+			msg, classRateLimited)
 		// reject resets the response; the limit headers go on afterwards.
 		x.hdr = dec.Headers(x.hdr[:0], func(name string, v []byte) { ctx.Response.Header.SetBytesV(name, v) })
 		return false
@@ -109,6 +141,26 @@ func rateLimitMessage(r limits.Reason) string {
 		return "The request alone exceeds this API key's tokens-per-minute limit."
 	}
 	return "Rate limit reached."
+}
+
+// userRateLimitMessage is rateLimitMessage for a limit of the key's owner, which all the
+// owner's keys share: the client should not look for the cause in this key alone.
+func userRateLimitMessage(r limits.Reason) string {
+	switch r {
+	case limits.ReasonRPM:
+		return "Rate limit reached for requests per minute for this user."
+	case limits.ReasonTPM:
+		return "Rate limit reached for tokens per minute for this user."
+	case limits.ReasonParallel:
+		return "Too many requests in flight for this user."
+	case limits.ReasonBudget:
+		return "The spend budget for this user is exhausted for the period."
+	case limits.ReasonTokenBudget:
+		return "The token budget for this user is exhausted for the period."
+	case limits.ReasonTooLarge:
+		return "The request alone exceeds the tokens-per-minute limit for this user."
+	}
+	return "Rate limit reached for this user."
 }
 
 // settle prices the finished request and hands its ticket back to the limiter

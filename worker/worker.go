@@ -4,6 +4,7 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -248,11 +249,38 @@ const drainGrace = time.Second
 // drain has begun. Set after the handler: error answers reset the response headers.
 func (w *Worker) closeWhenDraining(h fasthttp.RequestHandler) fasthttp.RequestHandler {
 	return func(ctx *fasthttp.RequestCtx) {
+		if badHeaderFraming(ctx.Request.Header.RawHeaders()) {
+			// fasthttp accepts these; a proxy in front or behind may read the same
+			// bytes as different headers (request smuggling), so refuse them.
+			writeError(ctx, fasthttp.StatusBadRequest, "invalid_request_error", "bad_header",
+				"Malformed request headers: a bare LF or a folded (continuation) header line.")
+			ctx.SetConnectionClose()
+			return
+		}
 		h(ctx)
 		if w.draining.Load() {
 			ctx.SetConnectionClose()
 		}
 	}
+}
+
+// badHeaderFraming reports a header block with a line ending that is not CRLF
+// (a bare LF) or an obs-fold continuation line (RFC 9112 sections 2.2 and 5.2).
+func badHeaderFraming(raw []byte) bool {
+	for i := bytes.IndexByte(raw, '\n'); i >= 0; {
+		if i == 0 || raw[i-1] != '\r' {
+			return true
+		}
+		if i+1 < len(raw) && (raw[i+1] == ' ' || raw[i+1] == '\t') {
+			return true
+		}
+		j := bytes.IndexByte(raw[i+1:], '\n')
+		if j < 0 {
+			break
+		}
+		i += j + 1
+	}
+	return false
 }
 
 // Shutdown stops accepting connections and waits for in-flight requests and open

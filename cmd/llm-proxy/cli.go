@@ -24,6 +24,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/routing"
 	"github.com/llm-proxy/llm-proxy/store"
 	"github.com/llm-proxy/llm-proxy/store/secret"
+	"github.com/llm-proxy/llm-proxy/worker/upstream"
 )
 
 // cliTimeout bounds one subcommand's database work: a CLI call that waits on a wedged lock
@@ -65,6 +66,8 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 		return runStatus(ctx, args[1:], stdout, stderr)
 	case "cache":
 		return runCache(ctx, args[1:], stdout, stderr)
+	case "users":
+		return runUsersCLI(ctx, args[1:], stdout, stderr)
 	}
 	return usagef("unknown command %q", args[0])
 }
@@ -377,6 +380,9 @@ func runUpstreams(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			return err
 		}
 		return withStore(ctx, stderr, true, func(st *store.Store) error {
+			if err := checkBaseURLPolicy(ctx, st, u.BaseURL); err != nil {
+				return err
+			}
 			if _, err := st.AddUpstream(ctx, u); err != nil {
 				if errors.Is(err, store.ErrExists) {
 					return fmt.Errorf("an upstream named %q already exists", u.Name)
@@ -448,6 +454,32 @@ func buildUpstream(name, baseURL, apiKey, models string, weight int, provider st
 		Enabled:     true,
 		Deployments: deps,
 	}, nil
+}
+
+// checkBaseURLPolicy refuses a base URL the workers would refuse to dial: a literal
+// address (in any spelling: 169.254.169.254, 127.1, 0x7f000001, ::ffff:10.0.0.1) outside
+// the configured LLM_PROXY_ALLOW_PRIVATE_UPSTREAMS policy. The policy is resolved as the
+// worker resolves it (environment, then settings table, then the default), so what the CLI
+// accepts is what the gateway will call. Host names are checked at dial time only, since
+// what they resolve to can change.
+func checkBaseURLPolicy(ctx context.Context, st *store.Store, baseURL string) error {
+	const name = "ALLOW_PRIVATE_UPSTREAMS"
+	value, ok := os.LookupEnv(envPrefix + "_" + name)
+	if !ok {
+		settings, err := st.Settings(ctx)
+		if err != nil {
+			return err
+		}
+		value = normalizeSettings(settings)[name]
+	}
+	policy, err := upstream.ParsePolicy(value)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	if err := upstream.ValidateBaseURL(baseURL, policy); err != nil {
+		return usagef("upstreams add: --base-url refused: %v", err)
+	}
+	return nil
 }
 
 // providers are the accepted --provider values: the APIs the gateway translates to.

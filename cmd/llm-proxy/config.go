@@ -515,6 +515,11 @@ Usage:
                                  replace a key's limits (0: the global default / none)
   llm-proxy keys list [--json]   list client API keys
   llm-proxy keys revoke ID       revoke a client API key (every worker refuses it within 1s)
+  llm-proxy users list [--json]  list users with their model lists and limits
+  llm-proxy users update NAME_OR_ID [--rpm N] [--tpm N] [--max-parallel N] [--budget USD]
+                   [--budget-tokens N] [--budget-period day|month|total] [--models m1,m2]
+                                 change a user's limits (shared by all the user's keys) or models;
+                                 only the flags given change, 0 removes a limit
   llm-proxy upstreams add --name NAME --base-url URL [--api-key KEY]
                           [--models m1,m2 | public=upstream,...] [--weight N]
                           [--provider openai|azure|anthropic|gemini] [--priority N] [--max-concurrent N]

@@ -100,9 +100,11 @@ func newRootLogger(level, dir string, stderr io.Writer) (hclog.Logger, func() er
 	}
 	out := &levelTee{stderr: stderr, dir: dir, all: all, errs: errs}
 	logger := hclog.New(&hclog.LoggerOptions{
-		Name:   "llm-proxy",
-		Level:  levelOf(level),
-		Output: out,
+		Name:  "llm-proxy",
+		Level: levelOf(level),
+		// Every line, the supervisor's own and the worker lines it re-emits, is scrubbed of
+		// credentials before any of the three outputs sees it.
+		Output: redactingWriter{next: out},
 	})
 
 	sig := make(chan os.Signal, 1)
@@ -143,8 +145,10 @@ func newRootLogger(level, dir string, stderr io.Writer) (hclog.Logger, func() er
 func newWorkerLogger(level string, slot int, stderr io.Writer) hclog.Logger {
 	signal.Ignore(reopenSignals...)
 	return hclog.New(&hclog.LoggerOptions{
-		Level:      levelOf(level),
-		Output:     stderr,
+		Level: levelOf(level),
+		// Scrubbed here too, so a worker run on its own (or a line the supervisor could not
+		// parse) does not print a credential either.
+		Output:     redactingWriter{next: stderr},
 		JSONFormat: true,
 	}).With("worker_slot", slot)
 }

@@ -135,6 +135,8 @@ func runWorker(stderr io.Writer) error {
 		Settings:   adminSettings{st: st, lookup: os.LookupEnv},
 		SessionTTL: time.Duration(cfg.SessionExpireHours) * time.Hour,
 		Version:    version,
+		// The same address policy the worker's upstream client enforces at dial time.
+		AllowPrivateUpstreams: cfg.WorkerConfig.AllowPrivate,
 	})
 	if err != nil {
 		sp.Close()
@@ -178,6 +180,9 @@ func runWorker(stderr io.Writer) error {
 		return err
 	}
 	coord.SetStats(w.Stats)
+	// The admin's upstreams page shows this worker's circuits, and its semantic
+	// route tester embeds prompts the way this worker does.
+	adm.SetRuntime(w)
 	ln, err := supervisor.Listener()
 	if err != nil {
 		sp.Close()

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/alexedwards/argon2id"
@@ -19,6 +20,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/valyala/fasthttp"
 
+	"github.com/llm-proxy/llm-proxy/routing/embed"
 	"github.com/llm-proxy/llm-proxy/store"
 )
 
@@ -63,6 +65,16 @@ type Deps struct {
 	// UpstreamClient performs upstream connection tests; nil uses a plain client. The
 	// test's own 5 s timeout applies either way.
 	UpstreamClient *http.Client
+	// Runtime is the serving worker's live state; nil until SetRuntime (the worker is
+	// built after the admin). Without it the admin shows no circuit state.
+	Runtime Runtime
+	// AllowPrivateUpstreams is LLM_PROXY_ALLOW_PRIVATE_UPSTREAMS, the address policy that
+	// upstream base URLs are checked against; "" reads it from Settings (when set) at each
+	// check, else the default ("loopback").
+	AllowPrivateUpstreams string
+	// Embedder embeds prompts tried against semantic routes when no Runtime is set; nil
+	// is the lexical embedder, the one workers use by default.
+	Embedder embed.Embedder
 }
 
 // Login throttling: failures per username and per client address within the window.
@@ -95,6 +107,9 @@ type Admin struct {
 	dummyHash string
 	pages     *pageSet
 	routes    []route
+	runtime   atomic.Pointer[runtimeBox]
+	allowPriv string
+	emb       embed.Embedder
 }
 
 // PasswordParams are the argon2id parameters of new password hashes: OWASP's
@@ -129,6 +144,10 @@ func New(deps Deps) (*Admin, error) {
 	a := &Admin{
 		st: deps.Store, logger: deps.Logger, settings: deps.Settings, ttl: deps.SessionTTL,
 		version: deps.Version, now: deps.Now, params: deps.HashParams, client: deps.UpstreamClient,
+		allowPriv: deps.AllowPrivateUpstreams, emb: deps.Embedder,
+	}
+	if deps.Runtime != nil {
+		a.SetRuntime(deps.Runtime)
 	}
 	if a.logger == nil {
 		a.logger = hclog.NewNullLogger()
@@ -267,6 +286,12 @@ func (a *Admin) routeTable() []route {
 		{method: "PUT", path: "/api/upstreams/{id}", access: adminOnly, h: a.updateUpstream},
 		{method: "DELETE", path: "/api/upstreams/{id}", access: adminOnly, h: a.deleteUpstream},
 		{method: "POST", path: "/api/upstreams/{id}/test", access: adminOnly, h: a.testUpstream},
+		// Semantic routes; trying a prompt may call a remote embedder, so it is a POST
+		// (CSRF-checked) like every other call that costs something.
+		{method: "GET", path: "/api/semantic-routes", access: adminOnly, h: a.listSemanticRoutes},
+		{method: "PUT", path: "/api/semantic-routes/{model:*}", access: adminOnly, h: a.putSemanticRoute},
+		{method: "DELETE", path: "/api/semantic-routes/{model:*}", access: adminOnly, h: a.deleteSemanticRoute},
+		{method: "POST", path: "/api/semantic-try", access: adminOnly, h: a.trySemantic},
 		// Routes, cache and prices.
 		{method: "GET", path: "/api/routes", access: adminOnly, h: a.listRoutes},
 		{method: "PUT", path: "/api/routes/{model:*}", access: adminOnly, h: a.putRoute},

@@ -57,6 +57,9 @@ type keyJSON struct {
 	Username  string     `json:"username,omitempty"`
 	Limits    limitsJSON `json:"limits"`
 	Spend     spendJSON  `json:"spend"` // in the budget period (total when the key has no budget)
+	// LogBodies is false when the key opted out of body logging: its requests' bodies
+	// are never stored, even with LLM_PROXY_LOG_BODIES on.
+	LogBodies bool `json:"log_bodies"`
 }
 
 func timePtr(t time.Time) *string {
@@ -233,6 +236,8 @@ func (a *Admin) updateKey(c *call) {
 		ExpiresAt *string        `json:"expires_at"` // "" or null clears
 		Enabled   *bool          `json:"enabled"`
 		Limits    *limitsRequest `json:"limits"` // fields left out keep their value; admin only
+		// LogBodies false opts the key out of body logging; the owner may set it.
+		LogBodies *bool `json:"log_bodies"`
 	}
 	if !c.decode(&req) {
 		return
@@ -265,11 +270,23 @@ func (a *Admin) updateKey(c *call) {
 		}
 		lim = &l
 	}
+	if req.Enabled != nil && *req.Enabled && !k.RevokedAt.IsZero() && !k.Disabled {
+		// Checked here too, so the body-logging change below is never made for an
+		// edit that is then refused.
+		v.add("enabled", "This key was revoked for good and cannot be enabled again; create a new key.")
+	}
 	if !v.ok() {
 		c.invalid(&v)
 		return
 	}
 	out, err := a.st.UpdateAPIKeyWithLimits(c.std, k.ID, upd, lim, now)
+	if err == nil && req.LogBodies != nil {
+		// A second transaction: the store keeps the flag apart from the key's other
+		// fields. Everything that could refuse the edit was checked above.
+		if err = a.st.SetKeyLogBodies(c.std, k.ID, *req.LogBodies); err == nil {
+			a.logger.Info("api key body logging set", "id", k.ID, "log_bodies", *req.LogBodies, "by", c.user.Username)
+		}
+	}
 	if err == nil {
 		var j keyJSON
 		if j, err = a.keyOut(c, out, now); err == nil {

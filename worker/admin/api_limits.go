@@ -116,6 +116,11 @@ func spendSubject(keyID int64) string { return limits.Key(keyID).String() }
 // keyOut is toKeyJSON with the key's spend read from the ledger (k has its Limits).
 func (a *Admin) keyOut(c *call, k store.OwnedKey, now time.Time) (keyJSON, error) {
 	out := toKeyJSON(k, now)
+	optOut, err := a.st.KeyBodyLogOptOuts(c.std)
+	if err != nil {
+		return keyJSON{}, err
+	}
+	out.LogBodies = !optOut[k.ID]
 	p, pk := spendPeriod(k.Limits, now)
 	micro, tokens, err := a.st.Spend(c.std, spendSubject(k.ID), pk)
 	if err != nil {
@@ -126,7 +131,7 @@ func (a *Admin) keyOut(c *call, k store.OwnedKey, now time.Time) (keyJSON, error
 }
 
 // keyList is the caller's keys (every key for an admin), oldest first, with limits and
-// spend: three reads whatever the number of keys.
+// spend: four reads whatever the number of keys.
 func (a *Admin) keyList(c *call) ([]keyJSON, error) {
 	keys, err := a.st.OwnedKeys(c.std, c.scopeUser())
 	if err != nil {
@@ -141,6 +146,10 @@ func (a *Admin) keyList(c *call) ([]keyJSON, error) {
 	if err != nil {
 		return nil, err
 	}
+	optOut, err := a.st.KeyBodyLogOptOuts(c.std)
+	if err != nil {
+		return nil, err
+	}
 	type sp struct{ subject, period string }
 	bySubject := make(map[sp]store.SpendDelta, len(spent))
 	for _, d := range spent {
@@ -150,6 +159,7 @@ func (a *Admin) keyList(c *call) ([]keyJSON, error) {
 	for _, k := range keys {
 		k.Limits = lims[k.ID]
 		j := toKeyJSON(k, now)
+		j.LogBodies = !optOut[k.ID]
 		p, pk := spendPeriod(k.Limits, now)
 		d := bySubject[sp{spendSubject(k.ID), pk}]
 		j.Spend = spendJSON{Period: p.String(), PeriodKey: pk, USD: float64(d.Micro) / 1e6, Tokens: d.Tokens}

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -88,8 +87,7 @@ func (a *Admin) routeList(c *call) (routesAnswer, error) {
 	for _, u := range ups {
 		var hj *healthJSON
 		if h, ok := health[u.ID]; ok {
-			hj = &healthJSON{Healthy: h.Healthy, CheckedAt: h.CheckedAt.UTC().Format(time.RFC3339), Error: h.Error, Failures: h.Failures,
-				LatencyMs: float64(h.Latency.Microseconds()) / 1000}
+			hj = toHealthJSON(h)
 		}
 		for _, d := range u.Deployments {
 			rd := routeDeploymentJSON{UpstreamID: u.ID, Upstream: u.Name, UpstreamModel: d.UpstreamModel, Weight: d.Weight,

@@ -7,20 +7,44 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"regexp"
 	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/llm-proxy/llm-proxy/routing"
 	"github.com/llm-proxy/llm-proxy/store"
+	"github.com/llm-proxy/llm-proxy/worker/upstream"
 )
 
+// deploymentJSON is one deployment of an upstream. In a request, a priority or
+// max_concurrent left out (null) keeps the value the deployment of the same public model
+// has now (0 for a new one), so an edit that does not mention them keeps them.
 type deploymentJSON struct {
 	PublicModel   string `json:"public_model"`
 	UpstreamModel string `json:"upstream_model"`
 	Weight        int    `json:"weight"`
+	Priority      *int   `json:"priority"`       // tier: lower is tried first
+	MaxConcurrent *int   `json:"max_concurrent"` // 0: unlimited
+}
+
+// circuitJSON is the passive state of an upstream's deployments as the worker that
+// answered sees it (circuits live in each worker's memory, so another worker may differ).
+type circuitJSON struct {
+	State       string                  `json:"state"`       // the worst of its deployments: open, half-open or closed
+	RetryInMs   int64                   `json:"retry_in_ms"` // open: until the soonest probe request; else 0
+	Worker      string                  `json:"worker"`      // id of the worker whose view this is
+	Deployments []deploymentCircuitJSON `json:"deployments"`
+}
+
+type deploymentCircuitJSON struct {
+	PublicModel   string `json:"public_model"`
+	UpstreamModel string `json:"upstream_model"`
+	State         string `json:"state"`
+	RetryInMs     int64  `json:"retry_in_ms"`
+	CoolingMs     int64  `json:"cooling_ms"` // left of a 429 Retry-After cool-down
+	InFlight      int64  `json:"in_flight"`
 }
 
 type upstreamJSON struct {
@@ -34,6 +58,11 @@ type upstreamJSON struct {
 	Enabled     bool             `json:"enabled"`
 	CreatedAt   string           `json:"created_at"`
 	Deployments []deploymentJSON `json:"deployments"`
+	// Health is the latest active probe (shared by every worker through the store); null
+	// until the primary has probed the upstream.
+	Health *healthJSON `json:"health"`
+	// Circuit is the passive state; null when the serving worker does not report it.
+	Circuit *circuitJSON `json:"circuit"`
 }
 
 // maskSecret shows enough of a provider key to recognise it and never all of it.
@@ -52,9 +81,71 @@ func toUpstreamJSON(u store.Upstream) upstreamJSON {
 		HasAPIKey: u.APIKey != "", Weight: u.Weight, Enabled: u.Enabled, CreatedAt: u.CreatedAt.UTC().Format(time.RFC3339),
 		Deployments: []deploymentJSON{}}
 	for _, d := range u.Deployments {
-		out.Deployments = append(out.Deployments, deploymentJSON{PublicModel: d.PublicModel, UpstreamModel: d.UpstreamModel, Weight: d.Weight})
+		p, m := d.Priority, d.MaxConcurrent
+		out.Deployments = append(out.Deployments, deploymentJSON{PublicModel: d.PublicModel, UpstreamModel: d.UpstreamModel, Weight: d.Weight,
+			Priority: &p, MaxConcurrent: &m})
 	}
 	return out
+}
+
+func toHealthJSON(h store.UpstreamHealth) *healthJSON {
+	return &healthJSON{Healthy: h.Healthy, CheckedAt: h.CheckedAt.UTC().Format(time.RFC3339), Error: h.Error, Failures: h.Failures,
+		LatencyMs: float64(h.Latency.Microseconds()) / 1000}
+}
+
+// circuitsByUpstream groups the serving worker's circuits by upstream id; nil without a
+// runtime.
+func (a *Admin) circuitsByUpstream() (map[int64]*circuitJSON, bool) {
+	rt := a.rt()
+	if rt == nil {
+		return nil, false
+	}
+	worker := rt.ID()
+	rank := map[string]int{routing.CircuitClosed: 0, routing.CircuitHalfOpen: 1, routing.CircuitOpen: 2}
+	out := map[int64]*circuitJSON{}
+	for _, d := range rt.Circuits() {
+		cj, ok := out[d.UpstreamID]
+		if !ok {
+			cj = &circuitJSON{State: routing.CircuitClosed, Worker: worker, Deployments: []deploymentCircuitJSON{}}
+			out[d.UpstreamID] = cj
+		}
+		retry := d.RetryIn.Milliseconds()
+		cj.Deployments = append(cj.Deployments, deploymentCircuitJSON{PublicModel: d.PublicModel, UpstreamModel: d.UpstreamModel,
+			State: d.State, RetryInMs: retry, CoolingMs: d.CoolingFor.Milliseconds(), InFlight: d.InFlight})
+		if rank[d.State] > rank[cj.State] {
+			cj.State = d.State
+		}
+		if d.State == routing.CircuitOpen && (cj.RetryInMs == 0 || retry < cj.RetryInMs) {
+			cj.RetryInMs = retry
+		}
+	}
+	return out, true
+}
+
+// upstreamViews is ups as the API shows them, with active health and passive circuits.
+// An upstream the worker routes nothing to (disabled, or added a moment ago) reports a
+// closed circuit with no deployments.
+func (a *Admin) upstreamViews(c *call, ups []store.Upstream) ([]upstreamJSON, error) {
+	health, err := a.st.UpstreamHealths(c.std)
+	if err != nil {
+		return nil, err
+	}
+	circuits, haveRT := a.circuitsByUpstream()
+	out := make([]upstreamJSON, 0, len(ups))
+	for _, u := range ups {
+		j := toUpstreamJSON(u)
+		if h, ok := health[u.ID]; ok {
+			j.Health = toHealthJSON(h)
+		}
+		if haveRT {
+			j.Circuit = circuits[u.ID]
+			if j.Circuit == nil {
+				j.Circuit = &circuitJSON{State: routing.CircuitClosed, Worker: a.rt().ID(), Deployments: []deploymentCircuitJSON{}}
+			}
+		}
+		out = append(out, j)
+	}
+	return out, nil
 }
 
 func (a *Admin) listUpstreams(c *call) {
@@ -63,9 +154,10 @@ func (a *Admin) listUpstreams(c *call) {
 		c.internal(err, a.logger)
 		return
 	}
-	out := make([]upstreamJSON, 0, len(ups))
-	for _, u := range ups {
-		out = append(out, toUpstreamJSON(u))
+	out, err := a.upstreamViews(c, ups)
+	if err != nil {
+		c.internal(err, a.logger)
+		return
 	}
 	c.json(fasthttp.StatusOK, map[string]any{"data": out})
 }
@@ -88,7 +180,17 @@ var (
 )
 
 // toUpstream validates req; without models or deployments every model passes through.
-func (req *upstreamRequest) toUpstream(v *validation) store.Upstream {
+// prev is the upstream being edited (nil on create): a deployment of a public model it
+// already has keeps what the request does not say — for a "models" entry everything
+// (upstream model, weight, priority, max concurrency), for a "deployments" entry its
+// priority and max concurrency when left out.
+func (req *upstreamRequest) toUpstream(v *validation, policy upstream.AddressPolicy, prev *store.Upstream) store.Upstream {
+	old := map[string]store.Deployment{}
+	if prev != nil {
+		for _, d := range prev.Deployments {
+			old[d.PublicModel] = d
+		}
+	}
 	u := store.Upstream{Name: strings.TrimSpace(req.Name), Provider: strings.TrimSpace(req.Provider),
 		BaseURL: strings.TrimRight(strings.TrimSpace(req.BaseURL), "/"), Weight: 1, Enabled: true}
 	if !nameRE.MatchString(u.Name) {
@@ -99,8 +201,10 @@ func (req *upstreamRequest) toUpstream(v *validation) store.Upstream {
 	} else if !providerRE.MatchString(u.Provider) {
 		v.add("provider", "provider must be a lower-case adapter name such as openai.")
 	}
-	if p, err := url.Parse(u.BaseURL); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
-		v.add("base_url", "base_url must be an http:// or https:// URL, such as https://api.openai.com/v1.")
+	if u.BaseURL == "" {
+		v.add("base_url", "base_url is required: an http:// or https:// URL, such as https://api.openai.com/v1.")
+	} else if msg := baseURLProblem(u.BaseURL, policy); msg != "" {
+		v.add("base_url", msg)
 	}
 	if req.Weight != nil {
 		if *req.Weight < 0 || *req.Weight > 1000 {
@@ -123,6 +227,10 @@ func (req *upstreamRequest) toUpstream(v *validation) store.Upstream {
 			v.add("deployments", "The model "+d.PublicModel+" is listed twice.")
 		case d.Weight < 0 || d.Weight > 1000:
 			v.add("deployments", "Deployment weights must be from 0 to 1000.")
+		case d.Priority < 0 || d.Priority > 1000:
+			v.add("deployments", "Deployment priorities must be from 0 to 1000.")
+		case d.MaxConcurrent < 0 || d.MaxConcurrent > 1_000_000:
+			v.add("deployments", "Deployment max_concurrent must be from 0 (unlimited) to 1000000.")
 		case d.PublicModel == store.AnyModel && d.UpstreamModel != "":
 			v.add("deployments", `The "*" deployment passes model names through and takes no upstream_model.`)
 		}
@@ -131,7 +239,11 @@ func (req *upstreamRequest) toUpstream(v *validation) store.Upstream {
 	}
 	for _, m := range req.Models {
 		if m = strings.TrimSpace(m); m != "" {
-			addDep(store.Deployment{PublicModel: m, Weight: 1})
+			d, ok := old[m]
+			if !ok {
+				d = store.Deployment{PublicModel: m, Weight: 1}
+			}
+			addDep(d)
 		}
 	}
 	for _, d := range req.Deployments {
@@ -142,12 +254,39 @@ func (req *upstreamRequest) toUpstream(v *validation) store.Upstream {
 		if w == 0 {
 			w = 1
 		}
-		addDep(store.Deployment{PublicModel: strings.TrimSpace(d.PublicModel), UpstreamModel: strings.TrimSpace(d.UpstreamModel), Weight: w})
+		nd := store.Deployment{PublicModel: strings.TrimSpace(d.PublicModel), UpstreamModel: strings.TrimSpace(d.UpstreamModel), Weight: w}
+		o := old[nd.PublicModel]
+		nd.Priority, nd.MaxConcurrent = o.Priority, o.MaxConcurrent
+		if d.Priority != nil {
+			nd.Priority = *d.Priority
+		}
+		if d.MaxConcurrent != nil {
+			nd.MaxConcurrent = *d.MaxConcurrent
+		}
+		addDep(nd)
 	}
 	if len(u.Deployments) == 0 {
-		u.Deployments = []store.Deployment{{PublicModel: store.AnyModel, Weight: 1}}
+		d, ok := old[store.AnyModel]
+		if !ok {
+			d = store.Deployment{PublicModel: store.AnyModel, Weight: 1}
+		}
+		u.Deployments = []store.Deployment{d}
 	}
 	return u
+}
+
+// answerUpstream answers upstream id as the API shows it.
+func (a *Admin) answerUpstream(c *call, status int, id int64) {
+	u, ok := a.findUpstream(c, id)
+	if !ok {
+		return
+	}
+	views, err := a.upstreamViews(c, []store.Upstream{u})
+	if err != nil {
+		c.internal(err, a.logger)
+		return
+	}
+	c.json(status, views[0])
 }
 
 func (a *Admin) findUpstream(c *call, id int64) (store.Upstream, bool) {
@@ -171,7 +310,7 @@ func (a *Admin) createUpstream(c *call) {
 		return
 	}
 	var v validation
-	u := req.toUpstream(&v)
+	u := req.toUpstream(&v, a.addressPolicy(c.std), nil)
 	if !v.ok() {
 		c.invalid(&v)
 		return
@@ -187,9 +326,7 @@ func (a *Admin) createUpstream(c *call) {
 		return
 	}
 	a.logger.Info("upstream added", "name", u.Name, "base_url", u.BaseURL, "by", c.user.Username)
-	if out, ok := a.findUpstream(c, id); ok {
-		c.json(fasthttp.StatusCreated, toUpstreamJSON(out))
-	}
+	a.answerUpstream(c, fasthttp.StatusCreated, id)
 }
 
 func (a *Admin) updateUpstream(c *call) {
@@ -201,8 +338,12 @@ func (a *Admin) updateUpstream(c *call) {
 	if !c.decode(&req) {
 		return
 	}
+	prev, ok := a.findUpstream(c, id)
+	if !ok {
+		return
+	}
 	var v validation
-	u := req.toUpstream(&v)
+	u := req.toUpstream(&v, a.addressPolicy(c.std), &prev)
 	if !v.ok() {
 		c.invalid(&v)
 		return
@@ -221,9 +362,7 @@ func (a *Admin) updateUpstream(c *call) {
 		return
 	}
 	a.logger.Info("upstream updated", "name", u.Name, "by", c.user.Username)
-	if out, ok := a.findUpstream(c, id); ok {
-		c.json(fasthttp.StatusOK, toUpstreamJSON(out))
-	}
+	a.answerUpstream(c, fasthttp.StatusOK, id)
 }
 
 func (a *Admin) deleteUpstream(c *call) {
@@ -260,6 +399,12 @@ func (a *Admin) testUpstream(c *call) {
 	}
 	u, ok := a.findUpstream(c, id)
 	if !ok {
+		return
+	}
+	// An upstream stored before the policy was tightened (or by the CLI) is not dialled
+	// from here either.
+	if msg := baseURLProblem(u.BaseURL, a.addressPolicy(c.std)); msg != "" {
+		c.json(fasthttp.StatusOK, testResult{Models: []string{}, Error: msg})
 		return
 	}
 	ctx, cancel := context.WithTimeout(c.std, upstreamTestTime)

@@ -66,7 +66,10 @@ const (
 	userPass  = "user-password-12"
 )
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t *testing.T) *harness { t.Helper(); return newHarnessWith(t, nil) }
+
+// newHarnessWith is newHarness with the admin's Deps adjusted by edit (nil: none).
+func newHarnessWith(t *testing.T, edit func(*Deps)) *harness {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -84,7 +87,11 @@ func newHarness(t *testing.T) *harness {
 	if _, err := st.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	a, err := New(Deps{Store: st, Settings: fakeSettings{st}, SessionTTL: time.Hour, Version: "test", HashParams: cheapParams})
+	deps := Deps{Store: st, Settings: fakeSettings{st}, SessionTTL: time.Hour, Version: "test", HashParams: cheapParams}
+	if edit != nil {
+		edit(&deps)
+	}
+	a, err := New(deps)
 	if err != nil {
 		t.Fatal(err)
 	}

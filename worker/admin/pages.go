@@ -72,6 +72,15 @@ var funcs = template.FuncMap{
 		}
 		return "ok"
 	},
+	// age is how long ago an RFC 3339 time was, for "checked 12s ago".
+	"age": func(rfc string) string {
+		t, err := time.Parse(time.RFC3339, rfc)
+		if err != nil {
+			return rfc
+		}
+		return time.Since(t).Round(time.Second).String() + " ago"
+	},
+	"secs": func(ms int64) string { return strconv.FormatFloat(float64(ms)/1000, 'f', 1, 64) + " s" },
 	"deref": func(p *string) string {
 		if p == nil {
 			return ""
@@ -224,7 +233,13 @@ type upstreamRow struct {
 	Requests  int64
 	ErrorRate float64
 	P95Ms     float64
-	Health    *store.UpstreamHealth // nil until the primary has probed it
+}
+
+// upstreamsData is the upstreams page: one row per upstream, and whether the serving
+// worker reports circuits (without it the circuit column says so).
+type upstreamsData struct {
+	Rows     []upstreamRow
+	Circuits bool
 }
 
 func (a *Admin) upstreamsPage(c *call) {
@@ -238,7 +253,7 @@ func (a *Admin) upstreamsPage(c *call) {
 		a.pageFailed(c, err)
 		return
 	}
-	health, err := a.st.UpstreamHealths(c.std)
+	views, err := a.upstreamViews(c, ups)
 	if err != nil {
 		a.pageFailed(c, err)
 		return
@@ -247,9 +262,9 @@ func (a *Admin) upstreamsPage(c *call) {
 	for _, g := range st.ByUpstream {
 		byName[g.Name] = g
 	}
-	rows := make([]upstreamRow, 0, len(ups))
-	for _, u := range ups {
-		j := toUpstreamJSON(u)
+	d := upstreamsData{Rows: make([]upstreamRow, 0, len(ups)), Circuits: a.rt() != nil}
+	for i, u := range ups {
+		j := views[i]
 		var models []string
 		for _, d := range u.Deployments {
 			m := d.PublicModel
@@ -264,12 +279,9 @@ func (a *Admin) upstreamsPage(c *call) {
 			a.pageFailed(c, err)
 			return
 		}
-		rows = append(rows, upstreamRow{upstreamJSON: j, JSON: string(b), Models: strings.Join(models, ", "), Requests: g.Requests, ErrorRate: g.ErrorRate, P95Ms: g.P95Ms})
-		if h, ok := health[u.ID]; ok {
-			rows[len(rows)-1].Health = &h
-		}
+		d.Rows = append(d.Rows, upstreamRow{upstreamJSON: j, JSON: string(b), Models: strings.Join(models, ", "), Requests: g.Requests, ErrorRate: g.ErrorRate, P95Ms: g.P95Ms})
 	}
-	a.render(c, fasthttp.StatusOK, "upstreams", "Upstreams", rows)
+	a.render(c, fasthttp.StatusOK, "upstreams", "Upstreams", d)
 }
 
 type keysData struct {
@@ -301,13 +313,25 @@ func (a *Admin) keysPage(c *call) {
 	a.render(c, fasthttp.StatusOK, "keys", "API keys", d)
 }
 
+// routesData is the routes page: the routes and the semantic routes.
+type routesData struct {
+	routesAnswer
+	Semantic []semanticRouteJSON
+	Embedder string // id of the embedder prompts are tried with
+}
+
 func (a *Admin) routesPage(c *call) {
 	d, err := a.routeList(c)
 	if err != nil {
 		a.pageFailed(c, err)
 		return
 	}
-	a.render(c, fasthttp.StatusOK, "routes", "Routes", d)
+	sem, err := a.semanticRouteList(c)
+	if err != nil {
+		a.pageFailed(c, err)
+		return
+	}
+	a.render(c, fasthttp.StatusOK, "routes", "Routes", routesData{routesAnswer: d, Semantic: sem, Embedder: a.embedder().ID()})
 }
 
 func (a *Admin) cachePage(c *call) {
@@ -329,13 +353,13 @@ func (a *Admin) pricesPage(c *call) {
 }
 
 type usersData struct {
-	Users  []userJSON
+	Users  []userOut // with models, limits and spend (api_users.go)
 	Tokens []tokenJSON
 	Self   int64
 }
 
 func (a *Admin) usersPage(c *call) {
-	users, err := a.st.ListUsers(c.std)
+	users, err := a.userList(c)
 	if err != nil {
 		a.pageFailed(c, err)
 		return
@@ -345,10 +369,7 @@ func (a *Admin) usersPage(c *call) {
 		a.pageFailed(c, err)
 		return
 	}
-	d := usersData{Self: c.user.ID}
-	for _, u := range users {
-		d.Users = append(d.Users, toUserJSON(u))
-	}
+	d := usersData{Self: c.user.ID, Users: users}
 	for _, t := range toks {
 		d.Tokens = append(d.Tokens, toTokenJSON(t))
 	}

@@ -97,10 +97,12 @@ func TestPagesRenderWithSecurityHeaders(t *testing.T) {
 			t.Errorf("alice on %s: %d", p, r.status)
 		}
 	}
-	// Alice's key page shows limits but has no fields to change them.
+	// Alice's key page shows limits but has no fields to change them; she may opt her
+	// keys out of body logging.
 	if r := h.do(req{method: "GET", path: "/keys", sess: alice}); r.status != 200 || strings.Contains(string(r.body), `id="new-rpm"`) ||
-		strings.Contains(string(r.body), `id="limits-form"`) || strings.Contains(string(r.body), `href="/routes"`) {
-		t.Errorf("alice's /keys: %d, shows limit fields or admin links", r.status)
+		strings.Contains(string(r.body), `id="edit-rpm"`) || strings.Contains(string(r.body), `href="/routes"`) ||
+		!strings.Contains(string(r.body), `id="edit-log-bodies"`) {
+		t.Errorf("alice's /keys: %d, shows limit fields or admin links, or no body-logging choice", r.status)
 	}
 	if r := h.do(req{method: "GET", path: "/logs/" + strconv.FormatInt(page.Logs[0].ID, 10), sess: alice}); r.status != 404 {
 		t.Errorf("alice on root's log: %d", r.status)

@@ -103,6 +103,7 @@ type Quota struct {
 type Decision struct {
 	Allowed    bool
 	Reason     Reason
+	By         Subject       // on refusal: whose limit refused (AdmitPair: the key or its owner)
 	RetryAfter time.Duration // on refusal; 0 when waiting will not help (ReasonTooLarge)
 	Requests   Quota
 	Tokens     Quota
@@ -111,12 +112,19 @@ type Decision struct {
 // Ticket is what Finish needs to release an admitted request. It is a value: keep it on
 // the request's stack. Finishing a zero or already finished Ticket does nothing.
 type Ticket struct {
-	st        *subjectState
-	tpmSec    uint32
+	hold           // the subject of Admit; the key of AdmitPair
+	owner     hold // AdmitPair's second subject (the key's user); zero otherwise
 	estTokens int64
 	estMicro  int64
-	period    Period
-	flags     uint8
+}
+
+// hold is what one subject of a ticket has charged.
+type hold struct {
+	st     *subjectState
+	tpmSec uint32
+	rpmSec uint32
+	period Period
+	flags  uint8
 }
 
 const (
@@ -124,6 +132,7 @@ const (
 	tkParallel
 	tkBudgetMicro
 	tkBudgetTok
+	tkRPM
 	tkLive
 )
 
@@ -215,108 +224,166 @@ func (l *Limiter) state(s Subject) (*subjectState, error) {
 // FailOpen: refusing every request of new keys because of a sizing mistake would be the
 // worse outage. Size SHM_SIZE for the number of keys with limits (5 slots each).
 func (l *Limiter) Admit(subject Subject, lim Limits, est Estimate) (Ticket, Decision) {
-	var t Ticket
+	t := Ticket{estTokens: max(est.Tokens, 0), estMicro: max(est.Micro, 0)}
+	d := l.admit(&t.hold, subject, lim, t.estTokens, t.estMicro)
+	if !d.Allowed {
+		return Ticket{}, d
+	}
+	return t, d
+}
+
+// AdmitPair admits one request against a key's limits and then against its owner's
+// (shared by all the owner's keys); the ticket settles both. When the owner refuses,
+// everything the key charged is handed back, its request count included, so a refused
+// request neither holds a reservation nor uses up one of the key's requests; for the
+// instant it was counted it can only have refused others, never admitted too many. On
+// success the quotas are the tighter (smaller remaining) of the two subjects'.
+func (l *Limiter) AdmitPair(key Subject, keyLim Limits, owner Subject, ownerLim Limits, est Estimate) (Ticket, Decision) {
+	t := Ticket{estTokens: max(est.Tokens, 0), estMicro: max(est.Micro, 0)}
+	d := l.admit(&t.hold, key, keyLim, t.estTokens, t.estMicro)
+	if !d.Allowed {
+		return Ticket{}, d
+	}
+	od := l.admit(&t.owner, owner, ownerLim, t.estTokens, t.estMicro)
+	if !od.Allowed {
+		l.release(&t.hold, t.estTokens, t.estMicro, 0, 0, false)
+		// The key's quotas counted this request; it is not counted any more.
+		if d.Requests.Limit > 0 {
+			d.Requests.Remaining = min(d.Requests.Remaining+1, d.Requests.Limit)
+		}
+		if d.Tokens.Limit > 0 {
+			d.Tokens.Remaining = min(d.Tokens.Remaining+t.estTokens, d.Tokens.Limit)
+		}
+		od.Requests, od.Tokens = tighter(od.Requests, d.Requests), tighter(od.Tokens, d.Tokens)
+		return Ticket{}, od
+	}
+	d.Requests, d.Tokens = tighter(d.Requests, od.Requests), tighter(d.Tokens, od.Tokens)
+	return t, d
+}
+
+// tighter is the quota with less remaining; an unlimited quota (Limit 0) never wins.
+func tighter(a, b Quota) Quota {
+	switch {
+	case a.Limit <= 0:
+		return b
+	case b.Limit <= 0:
+		return a
+	case b.Remaining < a.Remaining || b.Remaining == a.Remaining && b.Reset > a.Reset:
+		return b
+	}
+	return a
+}
+
+// admit charges subject's limits into h; on refusal h is left zero.
+func (l *Limiter) admit(h *hold, subject Subject, lim Limits, estTokens, estMicro int64) Decision {
 	d := Decision{Allowed: true, Requests: Quota{Limit: max(lim.RPM, 0)}, Tokens: Quota{Limit: max(lim.TPM, 0)}}
 	if lim.none() {
-		return t, d
+		return d
 	}
 	st, err := l.state(subject)
 	if err != nil {
 		if l.failOpen.Add(1) == 1 {
 			l.logger.Error("limits not enforced: shared table full", "subject", subject.String(), "error", err)
 		}
-		return t, d
+		return d
 	}
 	now := l.clock()
 	nowNs := now.UnixNano()
-	t.st = st
-	t.estTokens, t.estMicro = max(est.Tokens, 0), max(est.Micro, 0)
+	h.st = st
+	refuse := func(r Reason, retry time.Duration) Decision {
+		l.release(h, estTokens, estMicro, 0, 0, false) // hands back the whole TPM estimate
+		*h = hold{}
+		d.Allowed, d.Reason, d.By, d.RetryAfter = false, r, subject, retry
+		return d
+	}
 
 	if lim.BudgetMicro > 0 || lim.BudgetTok > 0 {
-		t.period = lim.Period
+		h.period = lim.Period
 		tag := periodTag(lim.Period, now)
 		if lim.BudgetMicro > 0 {
-			if !reserve(st.resMicro, t.estMicro, lim.BudgetMicro, st, spendMicro, tag) {
-				return l.refuse(&t, &d, ReasonBudget, periodEnd(lim.Period, now))
+			if !reserve(st.resMicro, estMicro, lim.BudgetMicro, st, spendMicro, tag) {
+				return refuse(ReasonBudget, periodEnd(lim.Period, now))
 			}
-			t.flags |= tkBudgetMicro
+			h.flags |= tkBudgetMicro
 		}
 		if lim.BudgetTok > 0 {
-			if !reserve(st.resTok, t.estTokens, lim.BudgetTok, st, spendTokens, tag) {
-				return l.refuse(&t, &d, ReasonTokenBudget, periodEnd(lim.Period, now))
+			if !reserve(st.resTok, estTokens, lim.BudgetTok, st, spendTokens, tag) {
+				return refuse(ReasonTokenBudget, periodEnd(lim.Period, now))
 			}
-			t.flags |= tkBudgetTok
+			h.flags |= tkBudgetTok
 		}
 	}
 	if lim.MaxParallel > 0 {
 		if _, ok := st.parallel.AddIfAtMost(1, lim.MaxParallel); !ok {
 			// No clock tells when a request in flight ends; one second is a polite guess.
-			return l.refuse(&t, &d, ReasonParallel, time.Second)
+			return refuse(ReasonParallel, time.Second)
 		}
-		t.flags |= tkParallel
+		h.flags |= tkParallel
 	}
 	if lim.TPM > 0 {
-		sec, ok, q := st.tpm.admit(nowNs, t.estTokens, lim.TPM)
+		sec, ok, q := st.tpm.admit(nowNs, estTokens, lim.TPM)
 		d.Tokens.Remaining, d.Tokens.Reset = max(lim.TPM-q.used, 0), q.reset
 		if !ok {
-			if t.estTokens > lim.TPM {
-				return l.refuse(&t, &d, ReasonTooLarge, 0)
+			if estTokens > lim.TPM {
+				return refuse(ReasonTooLarge, 0)
 			}
-			return l.refuse(&t, &d, ReasonTPM, q.retry)
+			return refuse(ReasonTPM, q.retry)
 		}
-		t.tpmSec = sec
-		t.flags |= tkTPM
+		h.tpmSec = sec
+		h.flags |= tkTPM
 	}
 	if lim.RPM > 0 {
-		_, ok, q := st.rpm.admit(nowNs, 1, lim.RPM)
+		sec, ok, q := st.rpm.admit(nowNs, 1, lim.RPM)
 		d.Requests.Remaining, d.Requests.Reset = max(lim.RPM-q.used, 0), q.reset
 		if !ok {
-			return l.refuse(&t, &d, ReasonRPM, q.retry)
+			return refuse(ReasonRPM, q.retry)
 		}
+		h.rpmSec = sec
+		h.flags |= tkRPM
 	}
-	t.flags |= tkLive
-	return t, d
-}
-
-// refuse undoes what t holds so far and fills in the refusal.
-func (l *Limiter) refuse(t *Ticket, d *Decision, r Reason, retry time.Duration) (Ticket, Decision) {
-	l.release(t, 0, 0, false) // hands back the whole TPM estimate
-	d.Allowed, d.Reason, d.RetryAfter = false, r, retry
-	*t = Ticket{}
-	return *t, *d
+	h.flags |= tkLive
+	return d
 }
 
 // Finish settles an admitted request with what it really used: tokens (prompt +
 // completion) and cost in micro-USD. Call it exactly once per admitted request, also when
 // the upstream call failed (with the usage billed, usually zero).
 func (l *Limiter) Finish(t *Ticket, tokens, micro int64) {
-	if t.flags&tkLive == 0 {
-		return
+	tokens, micro = max(tokens, 0), max(micro, 0)
+	if t.flags&tkLive != 0 {
+		l.release(&t.hold, t.estTokens, t.estMicro, tokens, micro, true)
 	}
-	l.release(t, max(tokens, 0), max(micro, 0), true)
+	if t.owner.flags&tkLive != 0 {
+		l.release(&t.owner, t.estTokens, t.estMicro, tokens, micro, true)
+	}
 	*t = Ticket{}
 }
 
-func (l *Limiter) release(t *Ticket, tokens, micro int64, settled bool) {
-	st := t.st
-	if t.flags&tkTPM != 0 {
-		st.tpm.settle(t.tpmSec, tokens-t.estTokens)
+// release hands back what h charged. Settled: the request ran and used tokens and micro;
+// otherwise it is being refused, and its request count is taken back too.
+func (l *Limiter) release(h *hold, estTokens, estMicro, tokens, micro int64, settled bool) {
+	st := h.st
+	if h.flags&tkTPM != 0 {
+		st.tpm.settle(h.tpmSec, tokens-estTokens)
 	}
-	if t.flags&tkParallel != 0 {
+	if !settled && h.flags&tkRPM != 0 {
+		st.rpm.settle(h.rpmSec, -1)
+	}
+	if h.flags&tkParallel != 0 {
 		st.parallel.Add(-1)
 	}
-	if settled && (t.flags&(tkBudgetMicro|tkBudgetTok) != 0) {
+	if settled && (h.flags&(tkBudgetMicro|tkBudgetTok) != 0) {
 		// Spend is recorded before the reservation is dropped, so for an instant it is
 		// counted twice (refusing too much), never zero times (admitting too much).
 		now := l.clock()
-		st.addSpent(periodTag(t.period, now), micro, tokens)
-		l.pending.add(st.subject, t.period, periodIndex(t.period, now), micro, tokens)
+		st.addSpent(periodTag(h.period, now), micro, tokens)
+		l.pending.add(st.subject, h.period, periodIndex(h.period, now), micro, tokens)
 	}
-	if t.flags&tkBudgetMicro != 0 {
-		st.resMicro.Add(-t.estMicro)
+	if h.flags&tkBudgetMicro != 0 {
+		st.resMicro.Add(-estMicro)
 	}
-	if t.flags&tkBudgetTok != 0 {
-		st.resTok.Add(-t.estTokens)
+	if h.flags&tkBudgetTok != 0 {
+		st.resTok.Add(-estTokens)
 	}
 }
 

@@ -63,6 +63,11 @@ func TestAdminBrowser(t *testing.T) {
 	chrome := chromiumPath(t)
 	mock := startMock(t)
 	g := newGateway(t, nil)
+	// A semantic route for the routes page's "try a prompt" box (its targets need no
+	// upstream: trying a prompt only embeds it).
+	g.cli(t, "routes", "semantic", "set", "--model", "browser-auto", "--default", "browser-model",
+		"--target", "code=coder-model,threshold=0.3", "--target", "billing=support-model,threshold=0.3",
+		"--utterances-file", semanticTestdata(t, "utterances.json"))
 	g.start(t)
 	shots := artifactDir(t)
 	base := "http://" + g.addr()
@@ -180,6 +185,14 @@ func TestAdminBrowser(t *testing.T) {
 	waitText(t, bctx, "#upstreams-table", mock.baseURL())
 	run("test upstream", chromedp.Click(css("#upstreams-table button[data-id]")))
 	waitText(t, bctx, "#test-result", "Connection OK")
+	// The health and circuit columns: the circuit as the serving worker sees it, the
+	// active probe's verdict.
+	if c := text("#upstreams-table td.circuit"); !strings.Contains(c, "closed") {
+		t.Errorf("circuit cell = %q, want a closed circuit", c)
+	}
+	if hc := text("#upstreams-table td.health"); !strings.Contains(hc, "healthy") && !strings.Contains(hc, "not probed") {
+		t.Errorf("health cell = %q", hc)
+	}
 	screenshot("upstreams")
 
 	// 3. A key, shown once, used with the OpenAI SDK.
@@ -254,6 +267,10 @@ func TestAdminBrowser(t *testing.T) {
 	run("save route", chromedp.Click(css("#save-route")))
 	waitText(t, bctx, "#routes-table", "browser-fallback")
 	screenshot("routes")
+	run("try a prompt", chromedp.WaitVisible(css("#try-form")), chromedp.SendKeys(css("#try-prompt"), "please fix this bug in my go code"),
+		chromedp.Click(css("#try-run")))
+	waitText(t, bctx, "#try-result", "browser-auto → coder-model (target code")
+	screenshot("semantic-try")
 	run("override a price", chromedp.Navigate(base+"/prices"), chromedp.WaitVisible(css("#add-price")), chromedp.Click(css("#add-price")),
 		chromedp.WaitVisible(css("#price-form")), chromedp.SendKeys(css("#price-model"), "browser-model"),
 		chromedp.SendKeys(css("#price-input"), "1.5"), chromedp.SendKeys(css("#price-output"), "3"), chromedp.Click(css("#save-price")))

@@ -174,7 +174,7 @@ document.addEventListener("alpine:init", () => {
     open: false, error: "", created: "", copyLabel: "Copy",
     form: { name: "", models: "", expires_at: "", user_id: "" },
     lim: blankLimits(),
-    limitsOpen: false, limitsID: 0, limitsName: "",
+    limitsOpen: false, limitsID: 0, limitsName: "", logBodies: true,
     add() { this.open = true; this.limitsOpen = false; this.error = ""; this.lim = blankLimits(); },
     cancel() { this.open = false; },
     async create() {
@@ -195,13 +195,17 @@ document.addEventListener("alpine:init", () => {
         rpm: l.rpm || "", tpm: l.tpm || "", max_parallel: l.max_parallel || "", budget_usd: l.budget_usd || "",
         budget_tokens: l.budget_tokens || "", budget_period: l.budget_period || "total",
       };
+      this.logBodies = k.log_bodies;
       this.limitsID = k.id; this.limitsName = k.name; this.error = ""; this.open = false; this.limitsOpen = true;
       window.scrollTo(0, 0);
     },
     cancelLimits() { this.limitsOpen = false; },
     async saveLimits() {
       this.error = "";
-      try { await api("PUT", "/api/apikeys/" + this.limitsID, { limits: limitsBody(this.lim) }); reload(); }
+      const b = { log_bodies: !!this.logBodies };
+      // Only an admin's form has limit fields; a user edits the body-logging choice only.
+      if (document.getElementById("edit-limits")) { b.limits = limitsBody(this.lim); }
+      try { await api("PUT", "/api/apikeys/" + this.limitsID, b); reload(); }
       catch (e) { this.error = e.message; }
     },
     async copy() { await copyText(this.created); this.copyLabel = "Copied"; },
@@ -241,6 +245,57 @@ document.addEventListener("alpine:init", () => {
       const m = this.$el.dataset.model;
       if (!window.confirm("Reset the route of " + m + "? It goes back to the default strategy and no fallbacks.")) { return; }
       try { await api("DELETE", "/api/routes/" + encodeURIComponent(m)); reload(); } catch (e) { this.result = e.message; }
+    },
+  }));
+
+  // semtry: the "try a prompt" box of the routes page.
+  Alpine.data("semtry", () => ({
+    prompt: "", model: "", error: "", text: "",
+    async run() {
+      this.error = ""; this.text = "Embedding…";
+      const body = { prompt: this.prompt };
+      if (this.model) { body.model = this.model; }
+      try {
+        const r = await api("POST", "/api/semantic-try", body);
+        const lines = [];
+        r.data.forEach((res) => {
+          lines.push(res.route + " → " + res.model + (res.matched ? " (target " + res.target + ", score " + res.score.toFixed(3) + ")"
+            : " (no match: default; best score " + res.score.toFixed(3) + ")"));
+          res.scores.forEach((s) => {
+            lines.push("    " + s.target + " → " + s.model + ": " + s.score.toFixed(3) + (s.passes ? " ≥ " : " < ") + "threshold " + s.threshold);
+          });
+        });
+        this.text = lines.length ? lines.join("\n") : "No semantic routes.";
+      } catch (e) { this.text = ""; this.error = e.message; }
+    },
+  }));
+
+  // semroute: one semantic route's card; the edit form's fields are read from the DOM.
+  Alpine.data("semroute", () => ({
+    open: false, error: "",
+    toggle() { this.open = !this.open; this.error = ""; },
+    route() { return JSON.parse(this.$root.dataset.route); },
+    async save() {
+      const r = this.route();
+      const form = this.$root.querySelector("form");
+      const targets = r.targets.map((t) => {
+        const ta = Array.from(form.querySelectorAll("textarea[data-target]")).find((x) => x.dataset.target === t.name);
+        const th = Array.from(form.querySelectorAll("input[data-threshold]")).find((x) => x.dataset.threshold === t.name);
+        return {
+          name: t.name, model: t.model, threshold: th ? Number(th.value) : t.threshold,
+          utterances: ta ? ta.value.split("\n").map((x) => x.trim()).filter((x) => x !== "") : t.utterances,
+        };
+      });
+      this.error = "";
+      try {
+        await api("PUT", "/api/semantic-routes/" + encodeURIComponent(r.model), { default: r.default, top_k: r.top_k, targets });
+        reload();
+      } catch (e) { this.error = e.message; }
+    },
+    async remove() {
+      const r = this.route();
+      if (!window.confirm("Delete the semantic route " + r.model + "? Its requests then go to deployments of that name, if any.")) { return; }
+      try { await api("DELETE", "/api/semantic-routes/" + encodeURIComponent(r.model)); reload(); } catch (e) { this.error = e.message; }
     },
   }));
 
@@ -295,6 +350,29 @@ document.addEventListener("alpine:init", () => {
   Alpine.data("users", () => ({
     open: false, error: "", token: "",
     form: { username: "", role: "user", password: "" },
+    // The limits and models card: limits shared by all the user's keys, and the model
+    // allow-list every key of the user is also bound by.
+    limitsOpen: false, limitsID: 0, limitsName: "", models: "",
+    lim: { rpm: "", tpm: "", max_parallel: "", budget_usd: "", budget_tokens: "", budget_period: "total" },
+    editLimits() {
+      const u = JSON.parse(this.$el.closest("tr").dataset.user);
+      const l = u.limits;
+      this.lim = {
+        rpm: l.rpm || "", tpm: l.tpm || "", max_parallel: l.max_parallel || "", budget_usd: l.budget_usd || "",
+        budget_tokens: l.budget_tokens || "", budget_period: l.budget_period || "total",
+      };
+      this.models = u.models.join(", ");
+      this.limitsID = u.id; this.limitsName = u.username; this.error = ""; this.open = false; this.limitsOpen = true;
+      window.scrollTo(0, 0);
+    },
+    cancelLimits() { this.limitsOpen = false; },
+    async saveLimits() {
+      this.error = "";
+      try {
+        await api("PUT", "/api/users/" + this.limitsID, { limits: limitsBody(this.lim), models: splitList(this.models) });
+        reload();
+      } catch (e) { this.error = e.message; }
+    },
     add() { this.open = true; this.error = ""; },
     cancel() { this.open = false; },
     async create() {
