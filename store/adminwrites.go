@@ -102,15 +102,9 @@ VALUES (:up, :public, :model, :weight, :priority, :maxc)`, &sqlitex.ExecOptions{
 // SetUpstreamEnabled turns upstream id on or off; ErrNotFound when there is none.
 func (s *Store) SetUpstreamEnabled(ctx context.Context, id int64, enabled bool) error {
 	err := s.write(ctx, func(conn *sqlite.Conn) error {
-		if err := sqlitex.Execute(conn, "UPDATE upstreams SET enabled = :on WHERE id = :id", &sqlitex.ExecOptions{
+		return execOne(conn, "UPDATE upstreams SET enabled = :on WHERE id = :id", &sqlitex.ExecOptions{
 			Named: map[string]any{":id": id, ":on": enabled},
-		}); err != nil {
-			return err
-		}
-		if conn.Changes() == 0 {
-			return ErrNotFound
-		}
-		return nil
+		})
 	})
 	if errors.Is(err, ErrNotFound) {
 		return err
@@ -124,15 +118,9 @@ func (s *Store) SetUpstreamEnabled(ctx context.Context, id int64, enabled bool) 
 // RemoveUpstreamByID deletes upstream id and its deployments; ErrNotFound when there is none.
 func (s *Store) RemoveUpstreamByID(ctx context.Context, id int64) error {
 	err := s.write(ctx, func(conn *sqlite.Conn) error {
-		if err := sqlitex.Execute(conn, "DELETE FROM upstreams WHERE id = :id", &sqlitex.ExecOptions{
+		return execOne(conn, "DELETE FROM upstreams WHERE id = :id", &sqlitex.ExecOptions{
 			Named: map[string]any{":id": id},
-		}); err != nil {
-			return err
-		}
-		if conn.Changes() == 0 {
-			return ErrNotFound
-		}
-		return nil
+		})
 	})
 	if errors.Is(err, ErrNotFound) {
 		return err

@@ -82,15 +82,9 @@ func (s *Store) ListAdminTokens(ctx context.Context, userID int64) ([]AdminToken
 // DeleteAdminToken removes token id; ErrNotFound when there is none.
 func (s *Store) DeleteAdminToken(ctx context.Context, id int64) error {
 	err := s.write(ctx, func(conn *sqlite.Conn) error {
-		if err := sqlitex.Execute(conn, "DELETE FROM admin_tokens WHERE id = :id", &sqlitex.ExecOptions{
+		return execOne(conn, "DELETE FROM admin_tokens WHERE id = :id", &sqlitex.ExecOptions{
 			Named: map[string]any{":id": id},
-		}); err != nil {
-			return err
-		}
-		if conn.Changes() == 0 {
-			return ErrNotFound
-		}
-		return nil
+		})
 	})
 	if errors.Is(err, ErrNotFound) {
 		return err

@@ -70,19 +70,12 @@ func (s *Store) SetAPIKeyLimits(ctx context.Context, id int64, l KeyLimits) erro
 		period = l.BudgetPeriod
 	}
 	err := s.write(ctx, func(conn *sqlite.Conn) error {
-		err := sqlitex.Execute(conn, `UPDATE api_keys SET rpm = :rpm, tpm = :tpm, max_parallel = :par,
+		return execOne(conn, `UPDATE api_keys SET rpm = :rpm, tpm = :tpm, max_parallel = :par,
 budget_micro_usd = :bmu, budget_tokens = :btok, budget_period = :period WHERE id = :id`, &sqlitex.ExecOptions{
 			Named: map[string]any{":id": id, ":rpm": nullPositive(l.RPM), ":tpm": nullPositive(l.TPM),
 				":par": nullPositive(l.MaxParallel), ":bmu": nullPositive(l.BudgetMicroUSD),
 				":btok": nullPositive(l.BudgetTokens), ":period": period},
 		})
-		if err != nil {
-			return err
-		}
-		if conn.Changes() == 0 {
-			return ErrNotFound
-		}
-		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("store: set limits of api key %d: %w", id, err)

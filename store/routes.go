@@ -79,14 +79,8 @@ func (s *Store) Routes(ctx context.Context) ([]Route, error) {
 // DeleteRoute removes the route of model; ErrNotFound when there is none.
 func (s *Store) DeleteRoute(ctx context.Context, model string) error {
 	err := s.write(ctx, func(conn *sqlite.Conn) error {
-		if err := sqlitex.Execute(conn, `DELETE FROM routes WHERE model = :model`,
-			&sqlitex.ExecOptions{Named: map[string]any{":model": model}}); err != nil {
-			return err
-		}
-		if conn.Changes() == 0 {
-			return ErrNotFound
-		}
-		return nil
+		return execOne(conn, `DELETE FROM routes WHERE model = :model`,
+			&sqlitex.ExecOptions{Named: map[string]any{":model": model}})
 	})
 	if err != nil {
 		return fmt.Errorf("store: delete route %q: %w", model, err)

@@ -86,14 +86,8 @@ func (s *Store) SetAPIKeyCacheMode(ctx context.Context, id int64, mode string) e
 		m = mode
 	}
 	err := s.write(ctx, func(conn *sqlite.Conn) error {
-		if err := sqlitex.Execute(conn, `UPDATE api_keys SET cache_mode = :mode WHERE id = :id`,
-			&sqlitex.ExecOptions{Named: map[string]any{":id": id, ":mode": m}}); err != nil {
-			return err
-		}
-		if conn.Changes() == 0 {
-			return ErrNotFound
-		}
-		return nil
+		return execOne(conn, `UPDATE api_keys SET cache_mode = :mode WHERE id = :id`,
+			&sqlitex.ExecOptions{Named: map[string]any{":id": id, ":mode": m}})
 	})
 	if err != nil {
 		return fmt.Errorf("store: set cache mode of api key %d: %w", id, err)
@@ -272,14 +266,8 @@ func (s *Store) SetSemanticThresholds(ctx context.Context, model string, thresho
 // DeleteSemanticRoute removes model's semantic route; ErrNotFound when there is none.
 func (s *Store) DeleteSemanticRoute(ctx context.Context, model string) error {
 	err := s.write(ctx, func(conn *sqlite.Conn) error {
-		if err := sqlitex.Execute(conn, `DELETE FROM semantic_routes WHERE model = :model`,
-			&sqlitex.ExecOptions{Named: map[string]any{":model": model}}); err != nil {
-			return err
-		}
-		if conn.Changes() == 0 {
-			return ErrNotFound
-		}
-		return nil
+		return execOne(conn, `DELETE FROM semantic_routes WHERE model = :model`,
+			&sqlitex.ExecOptions{Named: map[string]any{":model": model}})
 	})
 	if err != nil {
 		return fmt.Errorf("store: delete semantic route %q: %w", model, err)

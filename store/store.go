@@ -151,3 +151,14 @@ func runImmediate(conn *sqlite.Conn, fn func(conn *sqlite.Conn) error) (err erro
 	defer end(&err)
 	return fn(conn)
 }
+
+// execOne runs a statement that must change a row: ErrNotFound when it changed none.
+func execOne(conn *sqlite.Conn, query string, opts *sqlitex.ExecOptions) error {
+	if err := sqlitex.Execute(conn, query, opts); err != nil {
+		return err
+	}
+	if conn.Changes() == 0 {
+		return ErrNotFound
+	}
+	return nil
+}

@@ -189,16 +189,9 @@ FROM deployments ORDER BY upstream_id, id`, &sqlitex.ExecOptions{
 // ErrNotFound when no upstream has that name.
 func (s *Store) RemoveUpstream(ctx context.Context, name string) error {
 	err := s.write(ctx, func(conn *sqlite.Conn) error {
-		err := sqlitex.Execute(conn, "DELETE FROM upstreams WHERE name = :name", &sqlitex.ExecOptions{
+		return execOne(conn, "DELETE FROM upstreams WHERE name = :name", &sqlitex.ExecOptions{
 			Named: map[string]any{":name": name},
 		})
-		if err != nil {
-			return err
-		}
-		if conn.Changes() == 0 {
-			return ErrNotFound
-		}
-		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("store: remove upstream %q: %w", name, err)

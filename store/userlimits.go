@@ -65,15 +65,8 @@ func (s *Store) SetUserLimits(ctx context.Context, id int64, l KeyLimits) error 
 	err := s.write(ctx, func(conn *sqlite.Conn) error {
 		args := map[string]any{":id": id, ":now": time.Now().Unix()}
 		addLimitArgs(args, l)
-		err := sqlitex.Execute(conn, "UPDATE users SET "+userLimitSets+", updated_at = :now WHERE id = :id",
+		return execOne(conn, "UPDATE users SET "+userLimitSets+", updated_at = :now WHERE id = :id",
 			&sqlitex.ExecOptions{Named: args})
-		if err != nil {
-			return err
-		}
-		if conn.Changes() == 0 {
-			return ErrNotFound
-		}
-		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("store: set limits of user %d: %w", id, err)

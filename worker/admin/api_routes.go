@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"encoding/hex"
 	"errors"
 	"math"
@@ -214,21 +215,25 @@ func (a *Admin) putRoute(c *call) {
 	c.notFound("Route") // deleted between the write and the read
 }
 
-func (a *Admin) deleteRoute(c *call) {
+func (a *Admin) deleteRoute(c *call) { a.deleteByModel(c, "Route", a.st.DeleteRoute) }
+
+// deleteByModel answers the DELETE of a row keyed by a public model name (a
+// route, a semantic route); what names it in messages and the log.
+func (a *Admin) deleteByModel(c *call, what string, del func(context.Context, string) error) {
 	var v validation
 	model := c.pathModel(&v)
 	if !v.ok() {
 		c.invalid(&v)
 		return
 	}
-	err := a.st.DeleteRoute(c.std, model)
+	err := del(c.std, model)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		c.notFound("Route")
+		c.notFound(what)
 	case err != nil:
 		c.internal(err, a.logger)
 	default:
-		a.logger.Info("route removed", "model", model, "by", c.user.Username)
+		a.logger.Info(strings.ToLower(what)+" removed", "model", model, "by", c.user.Username)
 		c.json(fasthttp.StatusOK, map[string]any{"model": model, "deleted": true})
 	}
 }

@@ -2,7 +2,6 @@ package admin
 
 import (
 	"context"
-	"errors"
 	"math"
 	"strings"
 	"time"
@@ -156,22 +155,7 @@ func (a *Admin) putSemanticRoute(c *call) {
 }
 
 func (a *Admin) deleteSemanticRoute(c *call) {
-	var v validation
-	model := c.pathModel(&v)
-	if !v.ok() {
-		c.invalid(&v)
-		return
-	}
-	err := a.st.DeleteSemanticRoute(c.std, model)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		c.notFound("Semantic route")
-	case err != nil:
-		c.internal(err, a.logger)
-	default:
-		a.logger.Info("semantic route removed", "model", model, "by", c.user.Username)
-		c.json(fasthttp.StatusOK, map[string]any{"model": model, "deleted": true})
-	}
+	a.deleteByModel(c, "Semantic route", a.st.DeleteSemanticRoute)
 }
 
 // semanticScoreJSON is one target's similarity to the tried prompt.
