@@ -4,70 +4,110 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/llm-proxy/llm-proxy/store"
 	"github.com/llm-proxy/llm-proxy/worker/limits"
 )
 
-// keyEntry is one API key in a worker's memory.
+// keyEntry is one API key in a worker's memory. It is kept small, with what many
+// keys share behind pointers, because a worker holds every key: 100k keys cost
+// about 11 MiB (TestKeySnapshotMemory).
 type keyEntry struct {
-	id   int64
-	name string
-	// models is the allow-list; nil allows every model.
-	models    map[string]struct{}
-	modelList []string
-	expires   int64 // unix seconds; 0 never
-	revoked   bool
-	userID    int64
-	// limits are the key's own limits merged over the configured defaults.
-	limits limits.Limits
-	// userLimits are the owner's limits, shared by all the owner's keys (no defaults:
-	// zero unless set on the user, and always zero without an owner).
-	userLimits limits.Limits
-	// userModels is the owning user's allow-list (nil: every model); noBodies opts
-	// the key out of body logging. Set by loadKeyExtras (usermodels.go).
-	userModels    map[string]struct{}
-	userModelList []string
-	noBodies      bool
+	id      int64
+	expires int64 // unix seconds; 0 never
+	userID  int64
+	// limits are the key's own limits merged over the configured defaults; every
+	// key without limits of its own points at the same defaults.
+	limits *limits.Limits
+	// userLimits are the owner's limits, shared by all the owner's keys (no
+	// defaults); nil without an owner or when the owner has none.
+	userLimits *limits.Limits
+	// models is the key's allow-list, userModels its owner's (shared by the
+	// owner's keys; set by loadKeyExtras); nil allows every model.
+	models, userModels *modelSet
+	revoked            bool
+	noBodies           bool // opted out of body logging (loadKeyExtras)
 }
 
-func (k *keyEntry) allows(model []byte) bool {
-	if k.models == nil {
+// modelSet is a model allow-list: a set for lookups, a sorted list for GET /v1/models.
+type modelSet struct {
+	set  map[string]struct{}
+	list []string
+}
+
+func newModelSet(models []string) *modelSet {
+	ms := &modelSet{set: make(map[string]struct{}, len(models)), list: append([]string(nil), models...)}
+	for _, m := range models {
+		ms.set[m] = struct{}{}
+	}
+	sort.Strings(ms.list)
+	return ms
+}
+
+// has reports whether the set allows model; a nil set allows every model.
+func (ms *modelSet) has(model []byte) bool {
+	if ms == nil {
 		return true
 	}
-	_, ok := k.models[string(model)] // no allocation: the compiler optimises map[string(b)]
+	_, ok := ms.set[string(model)] // no allocation: the compiler optimises map[string(b)]
 	return ok
 }
 
-// keySnapshot is an immutable map from SHA-256(key) to entry, swapped atomically
-// when the keys table changes. Requests never read SQLite to authenticate.
+func (k *keyEntry) allows(model []byte) bool { return k.models.has(model) }
+
+// keySnapshot is an immutable index from SHA-256(key) to entry, swapped atomically
+// when the keys table changes. Requests never read SQLite to authenticate. The
+// entries live in one slice (no pointer per key for the GC to chase).
 type keySnapshot struct {
-	byHash map[[32]byte]*keyEntry
+	byHash  map[[32]byte]int32
+	entries []keyEntry
 }
 
 func newKeySnapshot(keys []store.APIKey, cfg Config) *keySnapshot {
-	s := &keySnapshot{byHash: make(map[[32]byte]*keyEntry, len(keys))}
-	for _, k := range keys {
-		e := &keyEntry{id: k.ID, name: k.Name, revoked: !k.RevokedAt.IsZero(), userID: k.UserID,
-			limits: keyLimits(k.Limits, cfg)}
-		if k.UserID != 0 {
-			e.userLimits = userLimits(k.UserLimits)
+	s := &keySnapshot{byHash: make(map[[32]byte]int32, len(keys)), entries: make([]keyEntry, len(keys))}
+	defaults := keyLimits(store.KeyLimits{}, cfg)
+	owners := map[int64]*limits.Limits{}
+	lists := map[string]*modelSet{} // keys with the same allow-list share it
+	for i, k := range keys {
+		e := &s.entries[i]
+		*e = keyEntry{id: k.ID, revoked: !k.RevokedAt.IsZero(), userID: k.UserID, limits: &defaults}
+		if k.Limits != (store.KeyLimits{}) {
+			own := keyLimits(k.Limits, cfg)
+			e.limits = &own
+		}
+		if k.UserID != 0 && k.UserLimits != (store.KeyLimits{}) {
+			ul, ok := owners[k.UserID]
+			if !ok {
+				l := userLimits(k.UserLimits)
+				ul = &l
+				owners[k.UserID] = ul
+			}
+			e.userLimits = ul
 		}
 		if !k.ExpiresAt.IsZero() {
 			e.expires = k.ExpiresAt.Unix()
 		}
 		if len(k.Models) > 0 {
-			e.models = make(map[string]struct{}, len(k.Models))
-			for _, m := range k.Models {
-				e.models[m] = struct{}{}
+			id := strings.Join(k.Models, "\x00")
+			if e.models = lists[id]; e.models == nil {
+				e.models = newModelSet(k.Models)
+				lists[id] = e.models
 			}
-			e.modelList = append([]string(nil), k.Models...)
-			sort.Strings(e.modelList)
 		}
-		s.byHash[k.Hash] = e
+		s.byHash[k.Hash] = int32(i)
 	}
 	return s
+}
+
+// lookup returns the entry of a key hash, nil when there is none.
+func (s *keySnapshot) lookup(hash [32]byte) *keyEntry {
+	i, ok := s.byHash[hash]
+	if !ok {
+		return nil
+	}
+	return &s.entries[i]
 }
 
 // authResult says why a key was refused; authOK when it was accepted.
@@ -124,9 +164,9 @@ func (s *keySnapshot) authenticateKey(key []byte, now time.Time) (*keyEntry, aut
 	if len(key) == 0 {
 		return nil, authMissing
 	}
-	e, ok := s.byHash[sha256.Sum256(key)]
+	e := s.lookup(sha256.Sum256(key))
 	switch {
-	case !ok:
+	case e == nil:
 		return nil, authInvalid
 	case e.revoked:
 		return e, authRevoked

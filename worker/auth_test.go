@@ -146,7 +146,7 @@ func TestAuthenticateSnapshot(t *testing.T) {
 			t.Errorf("allows(%q) = %v, want %v", model, got, want)
 		}
 	}
-	if got := strings.Join(e.modelList, ","); got != "m1,m2" {
+	if got := strings.Join(e.models.list, ","); got != "m1,m2" {
 		t.Errorf("modelList = %q, want sorted m1,m2", got)
 	}
 	a, _ := snap.authenticate([]byte("Bearer sk-a"), now)

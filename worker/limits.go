@@ -50,10 +50,10 @@ func anyLimit(l *limits.Limits) bool {
 	return l.RPM > 0 || l.TPM > 0 || l.MaxParallel > 0 || l.BudgetMicro > 0 || l.BudgetTok > 0
 }
 
-func (l *keyEntry) limited() bool { return anyLimit(&l.limits) }
+func (l *keyEntry) limited() bool { return anyLimit(l.limits) }
 
 // userLimited reports whether the key's owner has a limit of their own.
-func (l *keyEntry) userLimited() bool { return l.userID != 0 && anyLimit(&l.userLimits) }
+func (l *keyEntry) userLimited() bool { return l.userLimits != nil && anyLimit(l.userLimits) }
 
 // defaultCompletionEstimate is the completion size assumed for TPM and budget
 // reservations when a request sets no max_tokens; settlement corrects it.
@@ -102,9 +102,9 @@ func (w *Worker) admit(ctx *fasthttp.RequestCtx, x *exchange, key *keyEntry, bod
 		dec limits.Decision
 	)
 	if byUser {
-		t, dec = w.deps.Limiter.AdmitPair(limits.Key(key.id), key.limits, limits.User(key.userID), key.userLimits, est)
+		t, dec = w.deps.Limiter.AdmitPair(limits.Key(key.id), *key.limits, limits.User(key.userID), *key.userLimits, est)
 	} else {
-		t, dec = w.deps.Limiter.Admit(limits.Key(key.id), key.limits, est)
+		t, dec = w.deps.Limiter.Admit(limits.Key(key.id), *key.limits, est)
 	}
 	if !dec.Allowed {
 		if w.deps.Metrics != nil {

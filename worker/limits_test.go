@@ -23,7 +23,7 @@ func TestRateLimitAnswers429(t *testing.T) {
 	}
 	// Wait for the snapshot to carry the limit.
 	deadline := time.Now().Add(2 * time.Second)
-	for h.w.keys.Load().byHash[sha(keyAll)].limits.RPM != 3 {
+	for h.w.keys.Load().lookup(sha(keyAll)).limits.RPM != 3 {
 		if time.Now().After(deadline) {
 			t.Fatal("limit not picked up within 2 s")
 		}

@@ -23,9 +23,9 @@ func (w *Worker) models(ctx *fasthttp.RequestCtx) {
 	if key.models != nil {
 		// An allow-listed model is listed when something serves it, including a
 		// wildcard upstream.
-		names = key.modelList
+		names = key.models.list
 	} else if key.userModels != nil {
-		names = key.userModelList
+		names = key.userModels.list
 	}
 	first := true
 	for _, m := range names {

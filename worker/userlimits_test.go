@@ -40,8 +40,8 @@ func userKeys(t *testing.T, h *harness, name string, keyLim, userLim store.KeyLi
 	want := userLimits(userLim)
 	waitKeySnapshot(t, h, func(s *keySnapshot) bool {
 		for _, k := range keys {
-			e := s.byHash[sha(k)]
-			if e == nil || e.userID != uid || e.userLimits != want {
+			e := s.lookup(sha(k))
+			if e == nil || e.userID != uid || e.userLimits == nil || *e.userLimits != want {
 				return false
 			}
 		}
@@ -159,7 +159,7 @@ func TestUserRefusalReleasesKey(t *testing.T) {
 	if err := h.st.SetUserLimits(ctx, uid, store.KeyLimits{}); err != nil {
 		t.Fatal(err)
 	}
-	waitKeySnapshot(t, h, func(s *keySnapshot) bool { return !s.byHash[sha(keys[0])].userLimited() })
+	waitKeySnapshot(t, h, func(s *keySnapshot) bool { return !s.lookup(sha(keys[0])).userLimited() })
 	resp, out := h.chat(t, keys[0], userChatBody)
 	if resp.StatusCode != 200 {
 		t.Fatalf("after lifting the user limit: status %d %s (a leaked parallel slot or request count?)", resp.StatusCode, out)

@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"fmt"
-	"sort"
 )
 
 // loadKeyExtras adds to a fresh key snapshot what ListAPIKeys does not carry: the
@@ -20,35 +19,23 @@ func (w *Worker) loadKeyExtras(ctx context.Context, s *keySnapshot) error {
 			return fmt.Errorf("worker: load body log opt-outs: %w", err)
 		}
 	}
-	// One map per user, shared by the user's keys.
-	sets := make(map[int64]map[string]struct{}, len(users))
-	lists := make(map[int64][]string, len(users))
+	// One set per user, shared by the user's keys.
+	sets := make(map[int64]*modelSet, len(users))
 	for id, ms := range users {
-		set := make(map[string]struct{}, len(ms))
-		for _, m := range ms {
-			set[m] = struct{}{}
-		}
-		list := append([]string(nil), ms...)
-		sort.Strings(list)
-		sets[id], lists[id] = set, list
+		sets[id] = newModelSet(ms)
 	}
-	for _, e := range s.byHash {
+	for i := range s.entries {
+		e := &s.entries[i]
 		e.noBodies = optOut[e.id]
 		if e.userID != 0 {
-			e.userModels, e.userModelList = sets[e.userID], lists[e.userID]
+			e.userModels = sets[e.userID]
 		}
 	}
 	return nil
 }
 
 // userAllows reports whether the key's owner may use model (no list: every model).
-func (k *keyEntry) userAllows(model []byte) bool {
-	if k.userModels == nil {
-		return true
-	}
-	_, ok := k.userModels[string(model)]
-	return ok
-}
+func (k *keyEntry) userAllows(model []byte) bool { return k.userModels.has(model) }
 
 // allowsName is allows and userAllows for a model name.
 func (k *keyEntry) allowsName(model string) bool {

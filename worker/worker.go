@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -353,6 +354,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 }
 
+// bigKeyTable is the key count from which a reload returns its garbage to the OS.
+const bigKeyTable = 10_000
+
 // refresh reloads the snapshots whose change counter moved (all of them when force).
 func (w *Worker) refresh(ctx context.Context, force bool) error {
 	g, err := w.deps.Store.Generations(ctx)
@@ -370,8 +374,16 @@ func (w *Worker) refresh(ctx context.Context, force bool) error {
 		}
 		w.keys.Store(snap)
 		w.gens.Keys = g.Keys
+		n := len(keys)
+		if n >= bigKeyTable {
+			// Loading a big key table allocates several times the snapshot it
+			// leaves (rows, strings); hand that back to the OS now rather than
+			// carry it as resident memory until the scavenger gets to it.
+			keys = nil
+			debug.FreeOSMemory()
+		}
 		if !force {
-			w.logger.Debug("api keys reloaded", "count", len(keys))
+			w.logger.Debug("api keys reloaded", "count", n)
 		}
 	}
 	if force || g.Prices != w.gens.Prices {
