@@ -232,7 +232,13 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 // bytes of the stream already in hand (within FirstByteTimeout). Anything short
 // of that is a failed attempt whose outcome says whether another may follow.
 func (w *Worker) try(reqCtx context.Context, x *exchange, ep endpoint, d *routing.Deployment, model string, body []byte, stream bool, watch *disconnectWatch) *attempt {
-	actx, cancel := context.WithCancel(reqCtx)
+	// A stream attempt has its own cancel (its first-byte timeout, and closing it
+	// ends the upstream stream); a buffered one just runs under the request's
+	// context, which spares a child context per request on the fast path.
+	actx, cancel := reqCtx, func() {}
+	if stream {
+		actx, cancel = context.WithCancel(reqCtx)
+	}
 	a := &attempt{dep: d, model: model, started: time.Now(), cancel: cancel}
 	x.body = openai.AppendRewrite(x.body[:0], body, &x.req, model, stream)
 
