@@ -224,7 +224,10 @@ func ValidateBaseURL(raw string, p AddressPolicy) error {
 // bytes (127.1 is 127.0.0.1, 2130706433 and 0x7f000001 are too). ok is false for
 // a host name.
 func ParseHostIP(host string) (ip netip.Addr, ok bool) {
-	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	// Brackets only as a pair: "::%]" is an IPv6 address whose zone is "]".
+	if len(host) >= 2 && host[0] == '[' && host[len(host)-1] == ']' {
+		host = host[1 : len(host)-1]
+	}
 	if a, err := netip.ParseAddr(host); err == nil {
 		return a, true
 	}
