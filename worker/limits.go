@@ -117,10 +117,10 @@ func (w *Worker) admit(ctx *fasthttp.RequestCtx, x *exchange, key *keyEntry, bod
 		w.reject(ctx, x, fasthttp.StatusTooManyRequests, "rate_limit_exceeded", "rate_limit_exceeded",
 			msg, classRateLimited)
 		// reject resets the response; the limit headers go on afterwards.
-		x.hdr = dec.Headers(x.hdr[:0], func(name string, v []byte) { ctx.Response.Header.SetBytesV(name, v) })
+		x.hdr = dec.Headers(x.hdr[:0], &ctx.Response.Header)
 		return false
 	}
-	x.hdr = dec.Headers(x.hdr[:0], func(name string, v []byte) { ctx.Response.Header.SetBytesV(name, v) })
+	x.hdr = dec.Headers(x.hdr[:0], &ctx.Response.Header)
 	x.ticket, x.admitted = t, true
 	return true
 }

@@ -5,37 +5,56 @@ import (
 	"time"
 )
 
-// Headers calls set with each rate-limit header OpenAI sends, for the limits that apply:
+// HeaderSetter receives response headers; fasthttp's *ResponseHeader is one.
+// The names given are already in canonical form, so no normalising is needed.
+type HeaderSetter interface {
+	SetCanonical(key, value []byte)
+}
+
+// The rate-limit header names OpenAI sends, in the canonical form fasthttp
+// writes (header names are case-insensitive).
+var (
+	hdrLimitRequests     = []byte("X-Ratelimit-Limit-Requests")
+	hdrRemainingRequests = []byte("X-Ratelimit-Remaining-Requests")
+	hdrResetRequests     = []byte("X-Ratelimit-Reset-Requests")
+	hdrLimitTokens       = []byte("X-Ratelimit-Limit-Tokens")
+	hdrRemainingTokens   = []byte("X-Ratelimit-Remaining-Tokens")
+	hdrResetTokens       = []byte("X-Ratelimit-Reset-Tokens")
+	hdrRetryAfter        = []byte("Retry-After")
+	hdrRetryAfterMs      = []byte("Retry-After-Ms")
+)
+
+// Headers sets each rate-limit header OpenAI sends, for the limits that apply:
 // x-ratelimit-{limit,remaining,reset}-{requests,tokens}, and on refusal Retry-After
 // (whole seconds, rounded up) and retry-after-ms (which OpenAI's SDKs prefer). Reset
 // values use Go duration syntax at millisecond precision like OpenAI's ("1s", "6m0s",
-// "17.497s"). Values are formatted into buf, reused for each header, so set must copy
-// value before returning (fasthttp's ResponseHeader.SetBytesV does); the grown buf is
-// returned for reuse.
-func (d *Decision) Headers(buf []byte, set func(name string, value []byte)) []byte {
+// "17.497s"). Values are formatted into buf, reused for each header, so h must copy
+// value (fasthttp's ResponseHeader does); the grown buf is returned for reuse. It runs
+// on every limited request, so it takes an interface, not a closure (no allocation).
+func (d *Decision) Headers(buf []byte, h HeaderSetter) []byte {
 	if q := d.Requests; q.Limit > 0 {
 		buf = strconv.AppendInt(buf[:0], q.Limit, 10)
-		set("x-ratelimit-limit-requests", buf)
+		h.SetCanonical(hdrLimitRequests, buf)
 		buf = strconv.AppendInt(buf[:0], q.Remaining, 10)
-		set("x-ratelimit-remaining-requests", buf)
+		h.SetCanonical(hdrRemainingRequests, buf)
 		buf = appendDuration(buf[:0], q.Reset)
-		set("x-ratelimit-reset-requests", buf)
+		h.SetCanonical(hdrResetRequests, buf)
 	}
 	if q := d.Tokens; q.Limit > 0 {
 		buf = strconv.AppendInt(buf[:0], q.Limit, 10)
-		set("x-ratelimit-limit-tokens", buf)
+		h.SetCanonical(hdrLimitTokens, buf)
 		buf = strconv.AppendInt(buf[:0], q.Remaining, 10)
-		set("x-ratelimit-remaining-tokens", buf)
+		h.SetCanonical(hdrRemainingTokens, buf)
 		buf = appendDuration(buf[:0], q.Reset)
-		set("x-ratelimit-reset-tokens", buf)
+		h.SetCanonical(hdrResetTokens, buf)
 	}
 	if !d.Allowed && d.RetryAfter > 0 {
 		sec := (d.RetryAfter + time.Second - 1) / time.Second
 		buf = strconv.AppendInt(buf[:0], int64(sec), 10)
-		set("Retry-After", buf)
+		h.SetCanonical(hdrRetryAfter, buf)
 		ms := (d.RetryAfter + time.Millisecond - 1) / time.Millisecond
 		buf = strconv.AppendInt(buf[:0], int64(ms), 10)
-		set("retry-after-ms", buf)
+		h.SetCanonical(hdrRetryAfterMs, buf)
 	}
 	return buf
 }

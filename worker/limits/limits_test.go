@@ -581,20 +581,25 @@ func TestHeaders(t *testing.T) {
 		want string
 	}{
 		{"allowed", Decision{Allowed: true, Requests: Quota{60, 59, time.Minute}, Tokens: Quota{150000, 149000, 6 * time.Minute}},
-			"x-ratelimit-limit-requests=60 x-ratelimit-remaining-requests=59 x-ratelimit-reset-requests=1m0s x-ratelimit-limit-tokens=150000 x-ratelimit-remaining-tokens=149000 x-ratelimit-reset-tokens=6m0s"},
+			"X-Ratelimit-Limit-Requests=60 X-Ratelimit-Remaining-Requests=59 X-Ratelimit-Reset-Requests=1m0s X-Ratelimit-Limit-Tokens=150000 X-Ratelimit-Remaining-Tokens=149000 X-Ratelimit-Reset-Tokens=6m0s"},
 		{"refused", Decision{Reason: ReasonRPM, RetryAfter: 17497 * time.Millisecond, Requests: Quota{60, 0, 17497 * time.Millisecond}},
-			"x-ratelimit-limit-requests=60 x-ratelimit-remaining-requests=0 x-ratelimit-reset-requests=17.497s Retry-After=18 retry-after-ms=17497"},
+			"X-Ratelimit-Limit-Requests=60 X-Ratelimit-Remaining-Requests=0 X-Ratelimit-Reset-Requests=17.497s Retry-After=18 Retry-After-Ms=17497"},
 		{"no limits", Decision{Allowed: true}, ""},
-		{"budget", Decision{Reason: ReasonBudget, RetryAfter: time.Hour}, "Retry-After=3600 retry-after-ms=3600000"},
+		{"budget", Decision{Reason: ReasonBudget, RetryAfter: time.Hour}, "Retry-After=3600 Retry-After-Ms=3600000"},
 	}
 	for _, tt := range tests {
-		var got []string
-		tt.d.Headers(nil, func(name string, value []byte) { got = append(got, name+"="+string(value)) })
+		var got headerList
+		tt.d.Headers(nil, &got)
 		if s := strings.Join(got, " "); s != tt.want {
 			t.Errorf("%s:\n got %s\nwant %s", tt.name, s, tt.want)
 		}
 	}
 }
+
+// headerList records the headers set, in order.
+type headerList []string
+
+func (h *headerList) SetCanonical(k, v []byte) { *h = append(*h, string(k)+"="+string(v)) }
 
 func TestAppendDuration(t *testing.T) {
 	tests := []struct {
