@@ -12,6 +12,8 @@
 #   chat      non-streaming chat completion, BENCH_CONNECTIONS connections (64)
 #   stream    streaming chat completion ("stream":true, BENCH_CHUNKS chunks), same connections
 #   embed     /v1/embeddings, same connections
+#   nolimits  the chat request with a key without limits, in the same gateway and
+#             run as chat (whose key has limits): what the limiter costs
 #   cachehit  the chat request with a second key whose cache mode is exact (`keys update
 #             --cache exact`), repeated: after the first answer every request is an L1 hit
 #             (auth + lookup + response). mockllm and nginx have no cache: their rows are
@@ -61,7 +63,7 @@
 #   BENCH_CONNECTIONS  connections for every case but latency (default 64, 1..1024)
 #   BENCH_CHUNKS       content chunks per streamed answer (default 20)
 #   BENCH_TARGETS      subset of "direct nginx gw1 gw2" (default: all four; cases mode)
-#   BENCH_CASES        subset of "chat stream embed cachehit invalid mixed latency" (default: all)
+#   BENCH_CASES        subset of "chat nolimits stream embed cachehit invalid mixed latency" (default: all)
 #   BENCH_MODEL        model name sent (default mock-1)
 #   BENCH_LIMITS       0: the gateway's keys have no limits (default 1)
 #   BENCH_CACHE_ENTRIES  distinct answers put in the L1 cache in scaling mode (default 10000)
@@ -105,7 +107,7 @@ DURATION="${BENCH_DURATION:-10}"
 CONNS="${BENCH_CONNECTIONS:-64}"
 CHUNKS="${BENCH_CHUNKS:-20}"
 TARGETS="${BENCH_TARGETS:-direct nginx gw1 gw2}"
-ALL_CASES="chat stream embed cachehit invalid mixed latency"
+ALL_CASES="chat nolimits stream embed cachehit invalid mixed latency"
 CASES="${BENCH_CASES:-$ALL_CASES}"
 MODEL="${BENCH_MODEL:-mock-1}"
 LIMITS="${BENCH_LIMITS:-1}"
@@ -191,7 +193,7 @@ n_gw=0 n_ref=0 n_gwcases=0 n_refcases=0
 for t in $TARGETS; do case "$t" in gw*) n_gw=$((n_gw + 1)) ;; *) n_ref=$((n_ref + 1)) ;; esac done
 for c in $CASES; do
 	n_gwcases=$((n_gwcases + 1))
-	case "$c" in cachehit | invalid) ;; *) n_refcases=$((n_refcases + 1)) ;; esac
+	case "$c" in cachehit | invalid | nolimits) ;; *) n_refcases=$((n_refcases + 1)) ;; esac
 done
 if [ "$MODE" = scaling ]; then
 	# 4 curve targets with RUNS runs, 4 memory set-ups with one loaded run each, key creation ~25 s.
@@ -520,6 +522,13 @@ start_gateway() {
 	}
 	gw_key bench || return 1
 	KEY="$NEW_KEY"
+	# The same chat with a key without limits, in the same gateway and run: what
+	# the limiter costs (nolimits case).
+	local saved="$LIMITS"
+	LIMITS=0
+	gw_key bench-nolimits || return 1
+	LIMITS="$saved"
+	NOLIM_KEY="$NEW_KEY"
 	gw_key bench-cache || return 1
 	CACHE_KEY="$NEW_KEY"
 	gw_cli keys update "$NEW_KEY_ID" --cache exact >/dev/null || {
@@ -711,7 +720,7 @@ has_case() { [[ " $CASES " == *" $1 "* ]]; }
 # run_target TARGET: starts the target, measures every case RUNS times (runs outside,
 # cases inside, so slow drift of the machine spreads over all cases) and stops it.
 run_target() {
-	local target="$1" key="none" ckey="none" r c gw=0 hit code
+	local target="$1" key="none" ckey="none" nkey="" r c gw=0 hit code
 	SUT_PID=""
 	case "$target" in
 	direct)
@@ -728,6 +737,7 @@ run_target() {
 		start_gateway "${target#gw}" "$target" || return 1
 		key="$KEY"
 		ckey="$CACHE_KEY"
+		nkey="$NOLIM_KEY"
 		gw=1
 		;;
 	esac
@@ -739,6 +749,7 @@ run_target() {
 	wrk_script "$TMP/stream-$target.lua" "$STREAM_BODY" "$key"
 	wrk_script "$TMP/embed-$target.lua" "$EMBED_BODY" "$key"
 	wrk_script "$TMP/cachehit-$target.lua" "$CHAT_BODY" "$ckey"
+	wrk_script "$TMP/nolimits-$target.lua" "$CHAT_BODY" "${nkey:-$key}"
 	wrk_script "$TMP/invalid-$target.lua" "$CHAT_BODY" "$INVALID_KEY"
 	# Without a cache the cache-hit share of the mix is the plain chat request.
 	if [ $gw = 1 ]; then wrk_mixed "$TMP/mixed-$target.lua" "$key" "$ckey"; else wrk_mixed "$TMP/mixed-$target.lua" "$key" "$key"; fi
@@ -774,13 +785,14 @@ run_target() {
 			chat | stream | mixed) measure "$c/$target#$r" "$TMP/$c-$target.lua" "$CONNS" "$DURATION" "$CHAT_PATH" ;;
 			embed) measure "$c/$target#$r" "$TMP/$c-$target.lua" "$CONNS" "$DURATION" "$EMBED_PATH" ;;
 			latency) measure "$c/$target#$r" "$TMP/chat-$target.lua" 1 "$DURATION" "$CHAT_PATH" ;;
-			cachehit) [ $gw = 1 ] && measure "$c/$target#$r" "$TMP/$c-$target.lua" "$CONNS" "$DURATION" "$CHAT_PATH" ;;
+			cachehit | nolimits) [ $gw = 1 ] && measure "$c/$target#$r" "$TMP/$c-$target.lua" "$CONNS" "$DURATION" "$CHAT_PATH" ;;
 			invalid) [ $gw = 1 ] && measure "$c/$target#$r" "$TMP/$c-$target.lua" "$CONNS" "$DURATION" "$CHAT_PATH" non2xx ;;
 			esac
 		done
 	done
 	for c in $CASES; do pick_median "$c/$target"; done
 	[ $gw = 0 ] && has_case cachehit && copy_figures "chat/$target" "cachehit/$target"
+	[ $gw = 0 ] && has_case nolimits && copy_figures "chat/$target" "nolimits/$target"
 
 	if [ "$target" != direct ]; then
 		local any=""
@@ -1072,7 +1084,7 @@ declare -A NAMES=([direct]="mockllm direct" [nginx]="nginx" [gw1]="gateway 1 wor
 declare -A TITLES=([chat]="Non-streaming chat, $CONNS connections" [stream]="Streaming chat ($CHUNKS chunks), $CONNS connections"
 	[embed]="Embeddings, $CONNS connections" [cachehit]="Cache hit (L1), $CONNS connections"
 	[invalid]="Invalid key (401, no upstream), $CONNS connections" [mixed]="Mixed: 80% chat, 15% stream, 5% cache hit, $CONNS connections"
-	[latency]="Non-streaming chat, 1 connection")
+	[latency]="Non-streaming chat, 1 connection" [nolimits]="Non-streaming chat with a key without limits, $CONNS connections")
 na() { [[ "$1" == invalid && ( "$2" == direct || "$2" == nginx ) ]]; }
 
 # TSV: every measured case and target, median run.
@@ -1209,6 +1221,8 @@ REPORT="$TMP/report.md"
 		fi
 		has_case cachehit && has_case chat &&
 			bar "cache-hit req/s ≥ 2× nginx's for the same request (ratio)" "$(q "${RPS[cachehit/gw1]:-}" "${RPS[chat/nginx]:-}")" ">=" 2
+		[ "$LIMITS" = 1 ] && has_case nolimits && has_case chat &&
+			bar "limits on: chat req/s ≥ 0.95× the same gateway's without key limits (ratio)" "$(q "${RPS[chat/gw1]:-}" "${RPS[nolimits/gw1]:-}")" ">=" 0.95
 		bar "idle worker RSS ≤ 20 MiB + L1 ${L1_MB} MiB (MiB)" "${IDLEWORKER[gw1]:-}" "<=" $((20 + L1_MB))
 	fi
 	if [ "$CHECK" = 1 ]; then
