@@ -371,3 +371,25 @@ func TestAssemblerIncomplete(t *testing.T) {
 		t.Error("malformed stream complete")
 	}
 }
+
+// An L1 nobody stores into holds no freecache (the garbage collector would count its
+// whole size as live heap); lookups, deletes and purges on it are misses and no-ops.
+func TestL1MadeOnFirstSet(t *testing.T) {
+	l := NewL1(64)
+	var k Key
+	k[0] = 1
+	now := time.Now()
+	if _, ok := l.Get(k, now); ok || l.Delete(k) || l.Len() != 0 {
+		t.Fatal("an empty L1 answered a lookup")
+	}
+	l.Clear()
+	if l.made() != nil {
+		t.Fatal("the freecache was made before any Set")
+	}
+	if err := l.Set(k, Entry{Body: []byte(`{}`), Expires: now.Add(time.Minute)}, now); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := l.Get(k, now); !ok || l.Len() != 1 || l.made() == nil {
+		t.Fatal("an entry set in L1 is not found")
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coocood/freecache"
@@ -12,8 +13,15 @@ import (
 // L1 is the per-process tier: freecache, so millions of entries cost the garbage collector
 // nothing (the data lives in a few large byte slices, not in pointers). Entries larger than
 // 1/1024 of its size are not kept (freecache's limit); they are still served from L2.
+//
+// The freecache is made on the first Set: a worker whose requests never use the cache
+// (the default mode is off) keeps no L1. An untouched one would cost no resident
+// memory, but the garbage collector counts it as live heap and would let that much
+// real garbage pile up before each collection.
 type L1 struct {
-	fc *freecache.Cache
+	size int
+	once sync.Once
+	fc   atomic.Pointer[freecache.Cache]
 	// bufs recycles encode buffers: a Set copies the bytes into freecache at once.
 	bufs sync.Pool
 }
@@ -23,13 +31,24 @@ const minL1Bytes = 512 * 1024
 
 // NewL1 returns an L1 of about mb mebibytes (at least 512 KiB).
 func NewL1(mb int) *L1 {
-	size := max(mb*1024*1024, minL1Bytes)
-	return &L1{fc: freecache.NewCache(size), bufs: sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}}
+	return &L1{size: max(mb*1024*1024, minL1Bytes), bufs: sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}}
+}
+
+// made returns the freecache, nil before the first Set.
+func (l *L1) made() *freecache.Cache { return l.fc.Load() }
+
+func (l *L1) make() *freecache.Cache {
+	l.once.Do(func() { l.fc.Store(freecache.NewCache(l.size)) })
+	return l.fc.Load()
 }
 
 // Get returns the entry of k if present and fresh at now. The entry's Body is its own copy.
 func (l *L1) Get(k Key, now time.Time) (Entry, bool) {
-	v, err := l.fc.Get(k[:])
+	fc := l.made()
+	if fc == nil {
+		return Entry{}, false
+	}
+	v, err := fc.Get(k[:])
 	if err != nil {
 		return Entry{}, false
 	}
@@ -50,7 +69,7 @@ func (l *L1) Set(k Key, e Entry, now time.Time) error {
 	secs := int((ttl + time.Second - 1) / time.Second) // freecache counts whole seconds; Get checks the exact time
 	bp := l.bufs.Get().(*[]byte)
 	buf := appendEntry((*bp)[:0], e)
-	err := l.fc.Set(k[:], buf, secs)
+	err := l.make().Set(k[:], buf, secs)
 	if cap(buf) <= 1<<20 { // do not pin a rare huge buffer in the pool
 		*bp = buf
 		l.bufs.Put(bp)
@@ -68,10 +87,22 @@ func (l *L1) Set(k Key, e Entry, now time.Time) error {
 var ErrTooLarge = errors.New("cache: entry too large for L1")
 
 // Delete removes k; false if it was not there.
-func (l *L1) Delete(k Key) bool { return l.fc.Del(k[:]) }
+func (l *L1) Delete(k Key) bool {
+	fc := l.made()
+	return fc != nil && fc.Del(k[:])
+}
 
 // Clear drops every entry (a purge elsewhere bumped the cache generation).
-func (l *L1) Clear() { l.fc.Clear() }
+func (l *L1) Clear() {
+	if fc := l.made(); fc != nil {
+		fc.Clear()
+	}
+}
 
 // Len returns the number of entries, expired ones not yet overwritten included.
-func (l *L1) Len() int64 { return l.fc.EntryCount() }
+func (l *L1) Len() int64 {
+	if fc := l.made(); fc != nil {
+		return fc.EntryCount()
+	}
+	return 0
+}
