@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/valyala/fasthttp"
+
 	"github.com/llm-proxy/llm-proxy/routing/provider/openai"
 )
 
@@ -36,5 +38,21 @@ func TestRequestPathAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("request path allocates %.1f times per request, want 0", allocs)
+	}
+}
+
+// A refused request (here an unknown key) allocates nothing: a flood of them must
+// not drive the garbage collector, whose pauses every other request would feel.
+func TestErrorAnswerAllocs(t *testing.T) {
+	var ctx fasthttp.RequestCtx
+	allocs := testing.AllocsPerRun(200, func() {
+		writeError(&ctx, fasthttp.StatusUnauthorized, "invalid_request_error", "invalid_api_key", authInvalid.message())
+	})
+	if allocs != 0 {
+		t.Errorf("an error answer allocates %.1f times, want 0", allocs)
+	}
+	checkErrorShape := string(ctx.Response.Body())
+	if want := `{"error":{"message":"Incorrect API key provided.","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}`; checkErrorShape != want {
+		t.Errorf("body = %s, want %s", checkErrorShape, want)
 	}
 }

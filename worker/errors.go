@@ -2,6 +2,7 @@ package worker
 
 import (
 	"github.com/valyala/fasthttp"
+	"sync"
 )
 
 // Error classes stored in request records (error_class); ” means success.
@@ -26,10 +27,19 @@ func writeError(ctx *fasthttp.RequestCtx, status int, typ, code, msg string) {
 	ctx.Response.Reset()
 	ctx.SetStatusCode(status)
 	ctx.SetContentType("application/json")
-	b := ctx.Response.Body()[:0]
-	b = appendErrorJSON(b, typ, code, msg)
-	ctx.Response.SetBodyRaw(b)
+	// Built in a pooled buffer and copied into the response's own pooled body: a
+	// flood of bad requests (invalid keys) then allocates nothing, and so does not
+	// drive the garbage collector whose pauses would reach every other request.
+	bp := errBufs.Get().(*[]byte)
+	b := appendErrorJSON((*bp)[:0], typ, code, msg)
+	ctx.Response.SetBody(b)
+	if cap(b) <= 64<<10 {
+		*bp = b
+		errBufs.Put(bp)
+	}
 }
+
+var errBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 func appendErrorJSON(b []byte, typ, code, msg string) []byte {
 	b = append(b, `{"error":{"message":`...)
