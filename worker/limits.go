@@ -114,10 +114,11 @@ func (w *Worker) admit(ctx *fasthttp.RequestCtx, x *exchange, key *keyEntry, bod
 		if dec.By.Kind == limits.KindUser {
 			msg = userRateLimitMessage(dec.Reason)
 		}
-		w.reject(ctx, x, fasthttp.StatusTooManyRequests, "rate_limit_exceeded", "rate_limit_exceeded",
-			msg, classRateLimited)
-		// reject resets the response; the limit headers go on afterwards.
+		// The limit headers go on after writeError (which resets the response) and
+		// before rejected, which hands x back to its pool.
+		writeError(ctx, fasthttp.StatusTooManyRequests, "rate_limit_exceeded", "rate_limit_exceeded", msg)
 		x.hdr = dec.Headers(x.hdr[:0], &ctx.Response.Header)
+		w.rejected(ctx, x, fasthttp.StatusTooManyRequests, classRateLimited)
 		return false
 	}
 	x.hdr = dec.Headers(x.hdr[:0], &ctx.Response.Header)

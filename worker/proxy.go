@@ -158,6 +158,12 @@ func (w *Worker) serveProxy(ctx *fasthttp.RequestCtx, ep endpoint) {
 // reject answers a request that never reached an upstream, and records it.
 func (w *Worker) reject(ctx *fasthttp.RequestCtx, x *exchange, status int, typ, code, msg, class string) {
 	writeError(ctx, status, typ, code, msg)
+	w.rejected(ctx, x, status, class)
+}
+
+// rejected records a refusal whose error answer is already written; x goes back
+// to its pool, so nothing may touch it afterwards.
+func (w *Worker) rejected(ctx *fasthttp.RequestCtx, x *exchange, status int, class string) {
 	ctx.Response.Header.Set("X-Request-Id", x.rec.RequestID)
 	w.captureResponse(x, ctx.Response.Body())
 	x.rec.Status = status
