@@ -8,9 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"sort"
-	"strings"
 	"time"
 
 	"zombiezen.com/go/sqlite"
@@ -57,46 +54,10 @@ const maxBodyLine = 8 << 20
 func (s *Store) IngestBodySpools(ctx context.Context, dir string, epoch int64, maxBatch int) (IngestResult, error) {
 	var res IngestResult
 	maxBatch = max(maxBatch, 1)
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return res, nil
-	}
-	if err != nil {
-		return res, fmt.Errorf("store: ingest bodies: read dir: %w", err)
-	}
-	var names []string
-	for _, e := range entries {
-		if _, ok := spool.BaseName(e.Name()); ok && e.Type().IsRegular() {
-			names = append(names, e.Name())
-		}
-	}
-	sort.Strings(names)
-	var live map[string]bool
-	for _, name := range names {
-		if err := ctx.Err(); err != nil {
-			return res, fmt.Errorf("store: ingest bodies: %w", err)
-		}
-		base, _ := spool.BaseName(name)
-		finished := strings.HasSuffix(name, spool.SealedSuffix)
-		if !finished {
-			if live == nil {
-				if live, err = s.liveWorkerIDs(ctx); err != nil {
-					return res, err
-				}
-			}
-			finished = writerGone(spool.WriterID(base), live)
-		}
-		rows, deleted, err := s.ingestBodyFile(ctx, filepath.Join(dir, name), bodyOffsetPrefix+base, finished, epoch, maxBatch)
-		res.Rows += rows
-		if err != nil {
-			return res, err
-		}
-		res.Files++
-		if deleted {
-			res.Deleted++
-		}
-	}
-	return res, nil
+	err := s.eachSpool(ctx, dir, &res, func(path, base string, finished bool) (int, bool, error) {
+		return s.ingestBodyFile(ctx, path, bodyOffsetPrefix+base, finished, epoch, maxBatch)
+	})
+	return res, err
 }
 
 func (s *Store) ingestBodyFile(ctx context.Context, path, key string, finished bool, epoch int64, maxBatch int) (rows int, deleted bool, err error) {

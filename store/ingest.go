@@ -51,15 +51,26 @@ const maxLineBytes = 1 << 20
 // never complete, so it is counted as corrupt then.
 func (s *Store) IngestSpools(ctx context.Context, dir string, epoch int64, maxBatch int) (IngestResult, error) {
 	var res IngestResult
-	if maxBatch < 1 {
-		maxBatch = 1
-	}
+	maxBatch = max(maxBatch, 1)
+	err := s.eachSpool(ctx, dir, &res, func(path, base string, finished bool) (int, bool, error) {
+		return s.ingestFile(ctx, path, base, finished, epoch, maxBatch, &res.Backlog)
+	})
+	return res, err
+}
+
+// eachSpool calls ingest for every spool file in dir, in write order (the
+// sequence numbers are zero-padded), with whether the file is finished: sealed,
+// or its writer gone (writerGone), so nothing more will be appended. It counts
+// the files, rows and deletions into res. A missing dir holds nothing. ingest's
+// errors come back as they are (ErrFenced among them); its own are wrapped.
+func (s *Store) eachSpool(ctx context.Context, dir string, res *IngestResult,
+	ingest func(path, base string, finished bool) (rows int, deleted bool, err error)) error {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
-		return res, nil
+		return nil
 	}
 	if err != nil {
-		return res, fmt.Errorf("store: ingest: read spool dir: %w", err)
+		return fmt.Errorf("store: read spool dir: %w", err)
 	}
 	var names []string
 	for _, e := range entries {
@@ -67,34 +78,33 @@ func (s *Store) IngestSpools(ctx context.Context, dir string, epoch int64, maxBa
 			names = append(names, e.Name())
 		}
 	}
-	sort.Strings(names) // write order within one worker (zero-padded seq)
+	sort.Strings(names)
 	var live map[string]bool
 	for _, name := range names {
 		if err := ctx.Err(); err != nil {
-			return res, fmt.Errorf("store: ingest: %w", err)
+			return fmt.Errorf("store: spool ingest: %w", err)
 		}
 		base, _ := spool.BaseName(name)
-		sealed := strings.HasSuffix(name, spool.SealedSuffix)
-		var done bool
-		if !sealed {
+		finished := strings.HasSuffix(name, spool.SealedSuffix)
+		if !finished {
 			if live == nil {
 				if live, err = s.liveWorkerIDs(ctx); err != nil {
-					return res, err
+					return err
 				}
 			}
-			done = writerGone(spool.WriterID(base), live)
+			finished = writerGone(spool.WriterID(base), live)
 		}
-		rows, deleted, err := s.ingestFile(ctx, filepath.Join(dir, name), base, sealed || done, epoch, maxBatch, &res.Backlog)
+		rows, deleted, err := ingest(filepath.Join(dir, name), base, finished)
 		res.Rows += rows
 		if err != nil {
-			return res, err
+			return err
 		}
 		res.Files++
 		if deleted {
 			res.Deleted++
 		}
 	}
-	return res, nil
+	return nil
 }
 
 // liveWorkerIDs returns the ids of every workers row, for writerGone.
