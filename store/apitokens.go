@@ -277,66 +277,7 @@ var ErrKeyRevoked = errors.New("store: the key is revoked; create a new one")
 // Disabling sets revoked_at (every worker refuses the key) and marks it disabled;
 // enabling clears both, but only for a disabled key: a revoked one stays revoked.
 func (s *Store) UpdateAPIKey(ctx context.Context, id int64, upd KeyUpdate, now time.Time) (OwnedKey, error) {
-	if upd.Name != nil && strings.TrimSpace(*upd.Name) == "" {
-		return OwnedKey{}, errors.New("store: update api key: name is empty")
-	}
-	if upd.Models != nil {
-		if err := checkModels(*upd.Models); err != nil {
-			return OwnedKey{}, fmt.Errorf("store: update api key: %w", err)
-		}
-	}
-	var out OwnedKey
-	err := s.write(ctx, func(conn *sqlite.Conn) error {
-		var (
-			cur   OwnedKey
-			found bool
-		)
-		if err := readOwnedKey(conn, id, &cur, &found); err != nil {
-			return err
-		}
-		if !found {
-			return ErrNotFound
-		}
-		sets := []string{}
-		args := map[string]any{":id": id}
-		if upd.Name != nil {
-			sets = append(sets, "name = :name")
-			args[":name"] = *upd.Name
-		}
-		if upd.Models != nil {
-			sets = append(sets, "models = :models")
-			args[":models"] = strings.Join(*upd.Models, ",")
-		}
-		if upd.ExpiresAt != nil {
-			sets = append(sets, "expires_at = :expires")
-			args[":expires"] = nullUnix(*upd.ExpiresAt)
-		}
-		if upd.Enabled != nil {
-			switch {
-			case *upd.Enabled && !cur.RevokedAt.IsZero() && !cur.Disabled:
-				return ErrKeyRevoked
-			case *upd.Enabled && cur.Disabled:
-				sets = append(sets, "revoked_at = NULL", "disabled = 0")
-			case !*upd.Enabled && cur.RevokedAt.IsZero():
-				sets = append(sets, "revoked_at = :now", "disabled = 1")
-				args[":now"] = now.Unix()
-			}
-		}
-		if len(sets) > 0 {
-			if err := sqlitex.Execute(conn, "UPDATE api_keys SET "+strings.Join(sets, ", ")+" WHERE id = :id",
-				&sqlitex.ExecOptions{Named: args}); err != nil {
-				return err
-			}
-		}
-		return readOwnedKey(conn, id, &out, &found)
-	})
-	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrKeyRevoked) {
-		return OwnedKey{}, err
-	}
-	if err != nil {
-		return OwnedKey{}, fmt.Errorf("store: update api key %d: %w", id, err)
-	}
-	return out, nil
+	return s.UpdateAPIKeyWithLimits(ctx, id, upd, nil, now)
 }
 
 // RevokeOwnedKey revokes key id for good at now (a disabled key becomes revoked).
