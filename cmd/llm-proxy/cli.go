@@ -719,26 +719,35 @@ func runRoutes(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return listRoutes(ctx, st, *asJSON, stdout)
 		})
 	case "remove":
-		fs := newFlagSet("routes remove", stderr)
-		pos, err := parseFlags(fs, args[1:])
-		if err != nil {
-			return err
-		}
-		if len(pos) != 1 {
-			return usagef("routes remove needs exactly one model name")
-		}
-		return withStore(ctx, stderr, false, func(st *store.Store) error {
-			if err := st.DeleteRoute(ctx, pos[0]); err != nil {
-				if errors.Is(err, store.ErrNotFound) {
-					return fmt.Errorf("no route for model %q", pos[0])
-				}
-				return err
-			}
-			fmt.Fprintf(stdout, "removed route %q: the model uses the default strategy and has no fallbacks\n", pos[0])
-			return nil
-		})
+		return removeByModel(ctx, "routes remove", args[1:], stdout, stderr,
+			(*store.Store).DeleteRoute, "no route for model %q",
+			"removed route %q: the model uses the default strategy and has no fallbacks\n")
 	}
 	return usagef("unknown routes subcommand %q", args[0])
+}
+
+// removeByModel is a `... remove MODEL` subcommand: del removes the row keyed by
+// the public model name; notFound and done are messages with the model's %q.
+func removeByModel(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer,
+	del func(*store.Store, context.Context, string) error, notFound, done string) error {
+	fs := newFlagSet(cmd, stderr)
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("%s needs exactly one model name", cmd)
+	}
+	return withStore(ctx, stderr, false, func(st *store.Store) error {
+		if err := del(st, ctx, pos[0]); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf(notFound, pos[0])
+			}
+			return err
+		}
+		fmt.Fprintf(stdout, done, pos[0])
+		return nil
+	})
 }
 
 // parseRoute validates the flags of `routes add`.

@@ -368,24 +368,8 @@ func runSemanticRoutes(ctx context.Context, args []string, stdout, stderr io.Wri
 			return listSemanticRoutes(ctx, st, *asJSON, stdout)
 		})
 	case "remove":
-		fs := newFlagSet("routes semantic remove", stderr)
-		pos, err := parseFlags(fs, args[1:])
-		if err != nil {
-			return err
-		}
-		if len(pos) != 1 {
-			return usagef("routes semantic remove needs exactly one model name")
-		}
-		return withStore(ctx, stderr, false, func(st *store.Store) error {
-			if err := st.DeleteSemanticRoute(ctx, pos[0]); err != nil {
-				if errors.Is(err, store.ErrNotFound) {
-					return fmt.Errorf("no semantic route %q", pos[0])
-				}
-				return err
-			}
-			fmt.Fprintf(stdout, "removed semantic route %q\n", pos[0])
-			return nil
-		})
+		return removeByModel(ctx, "routes semantic remove", args[1:], stdout, stderr,
+			(*store.Store).DeleteSemanticRoute, "no semantic route %q", "removed semantic route %q\n")
 	}
 	return usagef("unknown routes semantic subcommand %q", args[0])
 }
