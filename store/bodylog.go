@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"time"
 
 	"zombiezen.com/go/sqlite"
 
@@ -160,14 +159,7 @@ func (s *Store) commitBodies(ctx context.Context, key string, batch []BodyRecord
 				return fmt.Errorf("insert request body: %w", err)
 			}
 		}
-		up := conn.Prep(`INSERT INTO spool_offsets (spool, offset, updated_at) VALUES (:spool, :off, :now)
-			ON CONFLICT(spool) DO UPDATE SET offset = excluded.offset, updated_at = excluded.updated_at`)
-		defer up.Reset()
-		up.SetText(":spool", key)
-		up.SetInt64(":off", next)
-		up.SetInt64(":now", time.Now().Unix())
-		_, err := up.Step()
-		return err
+		return saveSpoolOffset(conn, key, next)
 	})
 	if errors.Is(err, ErrFenced) {
 		return 0, ErrFenced

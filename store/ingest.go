@@ -337,14 +337,7 @@ func (s *Store) commitBatch(ctx context.Context, base string, batch []spool.Reco
 				return fmt.Errorf("insert request log: %w", err)
 			}
 		}
-		up := conn.Prep(`INSERT INTO spool_offsets (spool, offset, updated_at) VALUES (:spool, :off, :now)
-			ON CONFLICT(spool) DO UPDATE SET offset = excluded.offset, updated_at = excluded.updated_at`)
-		defer up.Reset()
-		up.SetText(":spool", base)
-		up.SetInt64(":off", next)
-		up.SetInt64(":now", time.Now().Unix())
-		_, err := up.Step()
-		return err
+		return saveSpoolOffset(conn, base, next)
 	})
 	if errors.Is(err, ErrFenced) {
 		return 0, ErrFenced
@@ -353,6 +346,19 @@ func (s *Store) commitBatch(ctx context.Context, base string, batch []spool.Reco
 		return 0, fmt.Errorf("store: ingest: commit batch: %w", err)
 	}
 	return inserted, nil
+}
+
+// saveSpoolOffset records how far spool key is ingested, in the transaction of the
+// rows it covers.
+func saveSpoolOffset(conn *sqlite.Conn, key string, next int64) error {
+	up := conn.Prep(`INSERT INTO spool_offsets (spool, offset, updated_at) VALUES (:spool, :off, :now)
+		ON CONFLICT(spool) DO UPDATE SET offset = excluded.offset, updated_at = excluded.updated_at`)
+	defer up.Reset()
+	up.SetText(":spool", key)
+	up.SetInt64(":off", next)
+	up.SetInt64(":now", time.Now().Unix())
+	_, err := up.Step()
+	return err
 }
 
 // removeSpool deletes a fully ingested file and its offset row. The file goes first, inside
