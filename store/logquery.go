@@ -42,10 +42,7 @@ func (s *Store) QueryLogs(ctx context.Context, f LogFilter) (LogPage, error) {
 	limit = min(limit, MaxLogLimit)
 	where, args := f.where()
 	args[":limit"] = limit + 1 // one more tells whether a next page exists
-	q := `SELECT id, request_id, ts_ms, worker, key_id, endpoint, model, upstream, upstream_model,
-status, stream, latency_us, ttfb_us, prompt_tokens, completion_tokens, error_class,
-attempts, attempt_count, cache, route, tokens_estimated, cost_micro_usd
-FROM request_logs WHERE ` + where + " ORDER BY id DESC LIMIT :limit"
+	q := selectRequestLogs + ` WHERE ` + where + " ORDER BY id DESC LIMIT :limit"
 	var page LogPage
 	err := s.read(ctx, func(conn *sqlite.Conn) error {
 		return sqlitex.Execute(conn, q, &sqlitex.ExecOptions{Named: args, ResultFunc: func(stmt *sqlite.Stmt) error {
@@ -112,6 +109,12 @@ func (f LogFilter) where() (string, map[string]any) {
 	return strings.Join(conds, " AND "), args
 }
 
+// selectRequestLogs reads the columns scanRequestLog takes, in its order.
+const selectRequestLogs = `SELECT id, request_id, ts_ms, worker, key_id, endpoint, model, upstream, upstream_model,
+status, stream, latency_us, ttfb_us, prompt_tokens, completion_tokens, error_class,
+attempts, attempt_count, cache, route, tokens_estimated, cost_micro_usd
+FROM request_logs`
+
 func scanRequestLog(stmt *sqlite.Stmt) RequestLog {
 	return RequestLog{
 		ID:               stmt.ColumnInt64(0),
@@ -146,10 +149,7 @@ func (s *Store) RequestLog(ctx context.Context, id int64) (RequestLog, error) {
 		found bool
 	)
 	err := s.read(ctx, func(conn *sqlite.Conn) error {
-		return sqlitex.Execute(conn, `SELECT id, request_id, ts_ms, worker, key_id, endpoint, model, upstream, upstream_model,
-status, stream, latency_us, ttfb_us, prompt_tokens, completion_tokens, error_class,
-attempts, attempt_count, cache, route, tokens_estimated, cost_micro_usd
-FROM request_logs WHERE id = :id`, &sqlitex.ExecOptions{
+		return sqlitex.Execute(conn, selectRequestLogs+` WHERE id = :id`, &sqlitex.ExecOptions{
 			Named:      map[string]any{":id": id},
 			ResultFunc: func(stmt *sqlite.Stmt) error { l = scanRequestLog(stmt); found = true; return nil },
 		})

@@ -60,10 +60,7 @@ func (s *Store) RequestLogs(ctx context.Context, q LogQuery) ([]RequestLog, erro
 	// The statement is assembled from fixed fragments only (every value is bound), so each
 	// filter combination gets a plan that can use its own index.
 	var sb strings.Builder
-	sb.WriteString(`SELECT id, request_id, ts_ms, worker, key_id, endpoint, model, upstream, upstream_model,
-status, stream, latency_us, ttfb_us, prompt_tokens, completion_tokens, error_class,
-attempts, attempt_count, cache, route, tokens_estimated, cost_micro_usd
-FROM request_logs WHERE 1`)
+	sb.WriteString(selectRequestLogs + ` WHERE 1`)
 	args := map[string]any{":limit": limit}
 	if q.SinceMs != 0 {
 		sb.WriteString(" AND ts_ms >= :since")
@@ -90,30 +87,7 @@ FROM request_logs WHERE 1`)
 		return sqlitex.Execute(conn, sb.String(), &sqlitex.ExecOptions{
 			Named: args,
 			ResultFunc: func(stmt *sqlite.Stmt) error {
-				logs = append(logs, RequestLog{
-					ID:               stmt.ColumnInt64(0),
-					RequestID:        stmt.ColumnText(1),
-					TsMs:             stmt.ColumnInt64(2),
-					Worker:           stmt.ColumnInt(3),
-					KeyID:            stmt.ColumnInt64(4), // NULL reads as 0
-					Endpoint:         stmt.ColumnText(5),
-					Model:            stmt.ColumnText(6),
-					Upstream:         stmt.ColumnText(7),
-					UpstreamModel:    stmt.ColumnText(8),
-					Status:           stmt.ColumnInt(9),
-					Stream:           stmt.ColumnBool(10),
-					LatencyUs:        stmt.ColumnInt64(11),
-					TTFBUs:           stmt.ColumnInt64(12),
-					PromptTokens:     stmt.ColumnInt64(13),
-					CompletionTokens: stmt.ColumnInt64(14),
-					ErrorClass:       stmt.ColumnText(15),
-					Attempts:         stmt.ColumnText(16),
-					AttemptCount:     stmt.ColumnInt(17),
-					Cache:            stmt.ColumnText(18),
-					Route:            stmt.ColumnText(19),
-					TokensEstimated:  stmt.ColumnInt(20) != 0,
-					CostMicroUSD:     stmt.ColumnInt64(21),
-				})
+				logs = append(logs, scanRequestLog(stmt)) // a NULL key_id reads as 0
 				return nil
 			},
 		})
