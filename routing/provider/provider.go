@@ -442,6 +442,9 @@ var encoders struct {
 	cl100kOnce sync.Once
 	o200kDone  atomic.Bool
 	cl100kDone atomic.Bool
+	// loading: a background load of that table was started (one goroutine, not
+	// one per request while it loads).
+	o200kLoading, cl100kLoading atomic.Bool
 }
 
 // o200kPrefixes are the model families tokenized with o200k_base; everything
@@ -485,14 +488,16 @@ func encoderFor(model string) *tiktoken.Tiktoken {
 // ~100-150 ms and ~20 MiB to load, which a request must not wait for, and a
 // worker whose upstreams all report usage never pays it.
 func TokenizerReady(model string) bool {
-	done := &encoders.cl100kDone
+	done, loading := &encoders.cl100kDone, &encoders.cl100kLoading
 	if usesO200k(model) {
-		done = &encoders.o200kDone
+		done, loading = &encoders.o200kDone, &encoders.o200kLoading
 	}
 	if done.Load() {
 		return true
 	}
-	go encoderFor(model)
+	if loading.CompareAndSwap(false, true) {
+		go encoderFor(model)
+	}
 	return false
 }
 
