@@ -587,7 +587,7 @@ cache_header() {
 
 # ---------------------------------------------------------------- measuring
 
-declare -A RPS P50 P99 CPU CPUPCT ERR NOTE RUNLIST RSS RSSTOT IDLE IDLEWORKER
+declare -A RPS P50 P99 CPU CPUPCT ERR NOTE RUNLIST RSS RSSTOT IDLE IDLEWORKER ROWS CATCHUP WALMAX
 ERRORS=0
 FAILED=()
 
@@ -603,6 +603,53 @@ to_ms() {
 	}'
 }
 
+# log_rows: rows in the gateway's request_logs (empty without the sqlite3 CLI).
+log_rows() {
+	command -v sqlite3 >/dev/null 2>&1 || return 0
+	sqlite3 -readonly "$SUT_DB" 'SELECT count(*) FROM request_logs' 2>/dev/null || true
+}
+
+# wal_monitor FILE OUT: writes the largest size FILE reaches to OUT, sampling every
+# 0.25 s until killed.
+wal_monitor() {
+	local max=0 size
+	while :; do
+		size="$(stat -c %s "$1" 2>/dev/null || echo 0)"
+		if [ "$size" -gt "$max" ]; then
+			max="$size"
+			echo "$max" >"$2"
+		fi
+		sleep 0.25
+	done
+}
+
+# ingest_catchup ID ROWS0 REQS: waits (up to 30 s) until request_logs holds REQS rows
+# more than ROWS0, i.e. the primary has ingested every request wrk saw completed, and
+# records how long after the end of the run that took. A primary whose ingest keeps
+# up needs about one ingest interval (1 s); one that falls behind needs time in
+# proportion to the run.
+ingest_catchup() {
+	local id="$1" rows0="$2" reqs="$3" start now n
+	[ -n "$rows0" ] || return 0
+	start="$(date +%s.%N)"
+	while :; do
+		n="$(log_rows)"
+		now="$(date +%s.%N)"
+		if [ -n "$n" ] && [ $((n - rows0)) -ge "$reqs" ]; then
+			ROWS[$id]=$((n - rows0))
+			CATCHUP[$id]="$(awk -v s="$start" -v e="$now" 'BEGIN { printf "%.1f", e - s }')"
+			return 0
+		fi
+		if awk -v s="$start" -v e="$now" 'BEGIN { exit !(e - s > 30) }'; then
+			ROWS[$id]=$((${n:-0} - rows0))
+			CATCHUP[$id]=">30"
+			echo "bench: $id: request_logs holds ${ROWS[$id]} new rows 30 s after the run, wrk completed $reqs requests" >&2
+			return 0
+		fi
+		sleep 0.1
+	done
+}
+
 # measure ID SCRIPT CONNS DURATION PATH [EXPECT]: runs wrk against PATH of BASE_URL
 # and records the figures under ID. EXPECT is 2xx (default) or "non2xx" for a case
 # whose every answer must be an error status (the invalid key).
@@ -610,6 +657,15 @@ measure() {
 	local id="$1" script="$2" conns="$3" dur="$4" path="$5" expect="${6:-2xx}"
 	local out="$TMP/wrk-${id//[\/#]/-}.txt" tree before after reqs non2xx sockerr bad
 	tree="$(tree_pids "$SUT_PID")"
+	# The gateway's request log: rows before the run and the WAL's size during it
+	# (refused keys are not recorded, so the invalid case is left out).
+	local rows0="" walmon=""
+	if [ -n "${SUT_DB:-}" ] && [ "$expect" = 2xx ]; then
+		rows0="$(log_rows)"
+		rm -f "$TMP/walmax"
+		wal_monitor "$SUT_DB-wal" "$TMP/walmax" &
+		walmon=$!
+	fi
 	# shellcheck disable=SC2086
 	before="$(cpu_ticks $tree)"
 	if ! timeout $((dur + 30)) "${CLIENT_PIN[@]}" wrk -t1 -c"$conns" -d"${dur}s" --timeout 10s --latency \
@@ -618,6 +674,7 @@ measure() {
 		cat "$out" >&2
 		NOTE[$id]="wrk failed"
 		ERRORS=$((ERRORS + 1))
+		[ -n "$walmon" ] && kill "$walmon" 2>/dev/null
 		return 0
 	fi
 	# Processes that appeared during the run (a restarted worker) count too:
@@ -632,6 +689,12 @@ measure() {
 	reqs="${reqs:-0}"
 	non2xx="${non2xx:-0}"
 	sockerr="${sockerr:-0}"
+	if [ -n "$walmon" ]; then
+		ingest_catchup "$id" "$rows0" "$reqs"
+		kill "$walmon" 2>/dev/null
+		wait "$walmon" 2>/dev/null || true
+		[ -f "$TMP/walmax" ] && WALMAX[$id]="$(awk '{ printf "%.1f", $1 / 1048576 }' "$TMP/walmax")"
+	fi
 	RPS[$id]="$(awk '/^Requests\/sec:/{ printf "%.0f", $2; exit }' "$out")"
 	P50[$id]="$(to_ms "$(awk '$1 == "50%" { print $2; exit }' "$out")")"
 	P99[$id]="$(to_ms "$(awk '$1 == "99%" { print $2; exit }' "$out")")"
@@ -683,6 +746,22 @@ pick_median() {
 	P99[$id]="${P99[$id#$pick]:-}"
 	CPU[$id]="${CPU[$id#$pick]:-}"
 	CPUPCT[$id]="${CPUPCT[$id#$pick]:-}"
+	# The request log: the worst run counts (slowest catch-up, largest WAL).
+	local c w
+	for ((r = 1; r <= RUNS; r++)); do
+		c="${CATCHUP[$id#$r]:-}" w="${WALMAX[$id#$r]:-}"
+		if [ -n "$c" ]; then
+			if [ "$c" = ">30" ] || [ "${CATCHUP[$id]:-}" = ">30" ]; then
+				CATCHUP[$id]=">30"
+			elif [ -z "${CATCHUP[$id]:-}" ] || awk -v a="$c" -v b="${CATCHUP[$id]}" 'BEGIN { exit !(a > b) }'; then
+				CATCHUP[$id]="$c"
+			fi
+			ROWS[$id]=$((${ROWS[$id]:-0} + ${ROWS[$id#$r]:-0}))
+		fi
+		if [ -n "$w" ] && { [ -z "${WALMAX[$id]:-}" ] || awk -v a="$w" -v b="${WALMAX[$id]}" 'BEGIN { exit !(a > b) }'; }; then
+			WALMAX[$id]="$w"
+		fi
+	done
 }
 
 # copy_figures FROM TO: the cachehit rows of mockllm and nginx repeat their chat figures.
@@ -721,7 +800,7 @@ has_case() { [[ " $CASES " == *" $1 "* ]]; }
 # cases inside, so slow drift of the machine spreads over all cases) and stops it.
 run_target() {
 	local target="$1" key="none" ckey="none" nkey="" r c gw=0 hit code
-	SUT_PID=""
+	SUT_PID="" SUT_DB=""
 	case "$target" in
 	direct)
 		SUT_PID="$MOCK_PID"
@@ -735,6 +814,7 @@ run_target() {
 	gw1 | gw2)
 		ROOT_LABEL="supervisor" CHILD_LABEL="worker"
 		start_gateway "${target#gw}" "$target" || return 1
+		SUT_DB="$GW_DIR/llm-proxy.db"
 		key="$KEY"
 		ckey="$CACHE_KEY"
 		nkey="$NOLIM_KEY"
@@ -1200,6 +1280,41 @@ REPORT="$TMP/report.md"
 		done
 	done
 	echo
+	declare -A LOGWORST=()
+	if [[ " $TARGETS " == *" gw"* ]]; then
+		echo "## Request log ingest"
+		echo
+		echo "Every request a gateway answers is a row in request_logs, ingested by the primary from the"
+		echo "workers' spools once a second on the same CPU. Rows: the new rows of all runs of the case"
+		echo "(at least the requests wrk saw completed). Caught up: seconds after the end of a run until"
+		echo "request_logs held every request wrk completed (worst run); about one ingest interval (1 s)"
+		echo "means ingest keeps up with the load, a backlog would take time in proportion to the run."
+		echo "WAL: the largest size of the -wal file seen during the runs and the catch-up."
+		if ! command -v sqlite3 >/dev/null 2>&1; then
+			echo
+			echo "_sqlite3 is not installed: no row counts (apt-get install sqlite3)._"
+		fi
+		echo
+		echo "| target | case | req/s | rows | caught up (s) | WAL MiB |"
+		echo "|---|---|---:|---:|---:|---:|"
+		for target in $TARGETS; do
+			case "$target" in gw*) ;; *) continue ;; esac
+			for c in $CASES; do
+				id="$c/$target"
+				[ -n "${CATCHUP[$id]:-}${WALMAX[$id]:-}" ] || continue
+				echo "| ${NAMES[$target]} | $c | $(fmt "${RPS[$id]:-}") | $(fmt "${ROWS[$id]:-}") | $(fmt "${CATCHUP[$id]:-}") | $(fmt "${WALMAX[$id]:-}") |"
+				local_c="${CATCHUP[$id]:-}"
+				[ "$local_c" = ">30" ] && local_c=31
+				if [ -n "$local_c" ] && { [ -z "${LOGWORST[catchup]:-}" ] || awk -v a="$local_c" -v b="${LOGWORST[catchup]}" 'BEGIN { exit !(a > b) }'; }; then
+					LOGWORST[catchup]="$local_c"
+				fi
+				if [ -n "${WALMAX[$id]:-}" ] && { [ -z "${LOGWORST[wal]:-}" ] || awk -v a="${WALMAX[$id]}" -v b="${LOGWORST[wal]}" 'BEGIN { exit !(a > b) }'; }; then
+					LOGWORST[wal]="${WALMAX[$id]}"
+				fi
+			done
+		done
+		echo
+	fi
 	echo "## Memory (MiB)"
 	echo
 	echo "| target | idle RSS per process | peak RSS (VmHWM) per process | peak total | ×nginx |"
@@ -1224,6 +1339,25 @@ REPORT="$TMP/report.md"
 		[ "$LIMITS" = 1 ] && has_case nolimits && has_case chat &&
 			bar "limits on: chat req/s ≥ 0.95× the same gateway's without key limits (ratio)" "$(q "${RPS[chat/gw1]:-}" "${RPS[nolimits/gw1]:-}")" ">=" 0.95
 		bar "idle worker RSS ≤ 20 MiB + L1 ${L1_MB} MiB (MiB)" "${IDLEWORKER[gw1]:-}" "<=" $((20 + L1_MB))
+		echo
+		echo "Earlier issues' bars, from the same run:"
+		echo
+		echo "| bar | measured | met |"
+		echo "|---|---:|---|"
+		has_case chat && bar "#2: non-streaming req/s ≥ 0.5× nginx (ratio)" "$(q "${RPS[chat/gw1]:-}" "${RPS[chat/nginx]:-}")" ">=" 0.5
+		has_case stream && bar "#2: streaming req/s ≥ 0.5× nginx (ratio)" "$(q "${RPS[stream/gw1]:-}" "${RPS[stream/nginx]:-}")" ">=" 0.5
+		if has_case latency && [[ " $TARGETS " == *" direct "* ]]; then
+			bar "#2: added p50 at 1 connection ≤ 1.5× nginx's (ratio of added p50s)" \
+				"$(q "$(awk -v g="${P50[latency/gw1]:-}" -v d="${P50[latency/direct]:-}" 'BEGIN { if (g != "" && d != "") printf "%.4f", g - d }')" \
+					"$(awk -v n="${P50[latency/nginx]:-}" -v d="${P50[latency/direct]:-}" 'BEGIN { if (n != "" && d != "") printf "%.4f", n - d }')")" "<=" 1.5
+		fi
+		bar "#2: idle worker RSS < 30 MiB (MiB)" "${IDLEWORKER[gw1]:-}" "<" 30
+		has_case cachehit && has_case chat &&
+			bar "#5: cache-hit req/s ≥ 3× the gateway's own pass-through (ratio)" "$(q "${RPS[cachehit/gw1]:-}" "${RPS[chat/gw1]:-}")" ">=" 3
+		if [ -n "${LOGWORST[catchup]:-}" ]; then
+			bar "#3: request log caught up ≤ 2 s after every run (s, worst case and run)" "${LOGWORST[catchup]}" "<=" 2
+			bar "#3: WAL ≤ 64 MiB over the whole load (MiB, largest seen)" "${LOGWORST[wal]:-}" "<=" 64
+		fi
 	fi
 	if [ "$CHECK" = 1 ]; then
 		echo

@@ -6,12 +6,13 @@
 # needs cgo; npm, which fetches the web admin's front-end packages; and Chromium, which
 # the web admin's browser test drives (cmd/llm-proxy/e2e/admin_browser_test.go).
 # Optional (a warning if they cannot be installed, e.g. offline): wrk and nginx,
-# used by scripts/bench.sh, and curl, used by scripts/demo.sh and bench.sh.
+# used by scripts/bench.sh, curl, used by scripts/demo.sh and bench.sh, and sqlite3,
+# which bench.sh uses to count request-log rows.
 set -euo pipefail
 
 # command name -> Debian package
 declare -A REQUIRED=([gcc]=gcc [npm]=npm [chromium]=chromium)
-declare -A OPTIONAL=([wrk]=wrk [nginx]=nginx-light [curl]=curl [taskset]=util-linux)
+declare -A OPTIONAL=([wrk]=wrk [nginx]=nginx-light [curl]=curl [taskset]=util-linux [sqlite3]=sqlite3)
 
 missing_required=()
 missing_optional=()
