@@ -48,12 +48,10 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 	defer cancel()
 	switch args[0] {
 	case "migrate":
-		return withStore(ctx, stderr, false, func(st *store.Store) error {
-			n, err := st.Migrate(ctx)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(stdout, "applied %d migration(s) to %s\n", n, st.Path())
+		// The count comes from the migration run withMigratedStore already did: migrating
+		// again inside the callback would always find nothing left and report 0.
+		return withMigratedStore(ctx, stderr, false, func(st *store.Store, applied int) error {
+			fmt.Fprintf(stdout, "applied %d migration(s) to %s\n", applied, st.Path())
 			return nil
 		})
 	case "keys":
@@ -79,6 +77,12 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 // from a shell that lacks LLM_PROXY_SECRET_KEY must not create a secret.key file that
 // differs from the gateway's key.
 func withStore(ctx context.Context, stderr io.Writer, needSecret bool, fn func(st *store.Store) error) error {
+	return withMigratedStore(ctx, stderr, needSecret, func(st *store.Store, _ int) error { return fn(st) })
+}
+
+// withMigratedStore is withStore that also hands fn the number of migrations this call
+// applied, which only the migrate command reports.
+func withMigratedStore(ctx context.Context, stderr io.Writer, needSecret bool, fn func(st *store.Store, applied int) error) error {
 	scfg, secretKey, err := loadDatabaseConfig(os.LookupEnv)
 	if err != nil {
 		return err
@@ -97,10 +101,11 @@ func withStore(ctx context.Context, stderr io.Writer, needSecret bool, fn func(s
 		return err
 	}
 	defer st.Close()
-	if _, err := st.Migrate(ctx); err != nil {
+	applied, err := st.Migrate(ctx)
+	if err != nil {
 		return err
 	}
-	return fn(st)
+	return fn(st, applied)
 }
 
 // newFlagSet returns a flag set that reports errors to stderr and never exits by itself.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/llm-proxy/llm-proxy/migrations"
 	"github.com/llm-proxy/llm-proxy/store"
 	"github.com/llm-proxy/llm-proxy/store/secret"
 )
@@ -335,8 +337,17 @@ func TestUpstreamsAddRejects(t *testing.T) {
 
 func TestMigrateVersionStatus(t *testing.T) {
 	c := newCLIEnv(t)
-	if out := c.mustRun("migrate").stdout; !strings.Contains(out, "applied") {
-		t.Errorf("migrate: %q", out)
+	files, err := fs.Glob(migrations.FS, "*.sql")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("embedded migrations: %v (%d files)", err, len(files))
+	}
+	// A fresh database gets every migration; a second run finds nothing left to do.
+	for _, want := range []int{len(files), 0} {
+		got := c.mustRun("migrate").stdout
+		wantLine := fmt.Sprintf("applied %d migration(s) to %s\n", want, c.db)
+		if got != wantLine {
+			t.Errorf("migrate stdout = %q, want %q", got, wantLine)
+		}
 	}
 	if out := c.mustRun("version").stdout; !strings.Contains(out, testVersion) || !strings.Contains(out, "abc1234") || !strings.Contains(out, "2026-01-02") {
 		t.Errorf("version = %q, want version, commit and build date from -ldflags", out)

@@ -295,6 +295,10 @@ func testErrors(t *testing.T, g *gateway, mock *mockServer, k keys) {
 		wantMsg    string // substring of the message
 		retryAfter string // wanted Retry-After header ("" skips the check)
 		passed     bool   // an upstream error: the body must be mockllm's, byte for byte
+		// opts shape the SDK's request beyond chatParams; prompt is the call's own.
+		opts     func(prompt string) []option.RequestOption
+		wantType string // "" skips the check
+		refused  bool   // the gateway refuses it itself: the upstream must never see it
 	}{
 		{name: "missing key", model: "mock-1", wantStatus: 401, wantCode: "missing_api_key"},
 		{name: "invalid key", key: "sk-not-a-key-of-this-gateway", model: "mock-1", wantStatus: 401, wantCode: "invalid_api_key"},
@@ -306,6 +310,26 @@ func testErrors(t *testing.T, g *gateway, mock *mockServer, k keys) {
 			wantMsg: "mockllm: injected server error (status=503).", retryAfter: "2", passed: true},
 		{name: "upstream 429", key: key, model: "mock-1@status=429,retry_after=3", wantStatus: 429,
 			wantCode: "rate_limit_exceeded", wantMsg: "mockllm: injected rate limit", retryAfter: "3", passed: true},
+		// 400s as the SDK meets them: its *openai.Error carries status and type.
+		{name: "400 empty model", key: key, model: "", wantStatus: 400, wantType: "invalid_request_error",
+			wantCode: "invalid_request", wantMsg: "you must provide a model parameter", refused: true},
+		{name: "400 upstream override", key: key, model: "mock-1", wantStatus: 400, wantType: "invalid_request_error",
+			wantCode: "invalid_request", wantMsg: "'api_base' is not accepted", refused: true,
+			opts: func(string) []option.RequestOption {
+				return []option.RequestOption{option.WithJSONSet("api_base", "http://127.0.0.1:1/v1")}
+			}},
+		{name: "400 messages not an array", key: key, model: "mock-1", wantStatus: 400, wantType: "invalid_request_error",
+			wantCode: "invalid_request", wantMsg: "'messages' must be an array", refused: true,
+			opts: func(prompt string) []option.RequestOption {
+				return []option.RequestOption{option.WithJSONSet("messages", prompt)}
+			}},
+		{name: "400 malformed body", key: key, model: "mock-1", wantStatus: 400, wantType: "invalid_request_error",
+			wantCode: "invalid_request", wantMsg: "not valid JSON", refused: true,
+			opts: func(prompt string) []option.RequestOption {
+				// Cut off mid-array, the raw bytes replacing the body the SDK built.
+				body := `{"model":"mock-1","messages":[{"role":"user","content":"` + prompt + `"}`
+				return []option.RequestOption{option.WithRequestBody("application/json", []byte(body))}
+			}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -318,8 +342,14 @@ func testErrors(t *testing.T, g *gateway, mock *mockServer, k keys) {
 			if prompt == "" {
 				prompt = marker(t)
 			}
+			if tt.opts != nil {
+				opts = append(opts, tt.opts(prompt)...)
+			}
 			_, err := g.sdk(tt.key, nil, opts...).Chat.Completions.New(ctx, chatParams(tt.model, prompt))
 			ae := apiError(t, err, tt.wantStatus)
+			if tt.wantType != "" && ae.Type != tt.wantType {
+				t.Errorf("type = %q, want %q (body %s)", ae.Type, tt.wantType, ae.RawJSON())
+			}
 			if tt.wantCode != "" && ae.Code != tt.wantCode {
 				t.Errorf("code = %q, want %q (body %s)", ae.Code, tt.wantCode, ae.RawJSON())
 			}
@@ -329,6 +359,18 @@ func testErrors(t *testing.T, g *gateway, mock *mockServer, k keys) {
 			if tt.retryAfter != "" {
 				if got := ae.Response.Header.Get("Retry-After"); got != tt.retryAfter {
 					t.Errorf("Retry-After = %q, want %q", got, tt.retryAfter)
+				}
+			}
+			if tt.refused {
+				// Refused before dispatch, so the answer above means it is already settled.
+				reqs, err := mock.requests(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, r := range reqs {
+					if strings.Contains(r.Body, prompt) {
+						t.Errorf("the refused request reached the upstream: %s", r.Body)
+					}
 				}
 			}
 			if tt.passed {
@@ -342,7 +384,8 @@ func testErrors(t *testing.T, g *gateway, mock *mockServer, k keys) {
 	}
 }
 
-// testBadRequest: bodies the SDK would never send, as raw HTTP.
+// testBadRequest: bodies the SDK would never send, as raw HTTP. testErrors sends
+// 400s through the SDK; these are the byte-level cases a plain client can hit.
 func testBadRequest(t *testing.T, g *gateway, key string) {
 	tests := []struct {
 		name string
