@@ -195,6 +195,18 @@ func (c *Cache) Get(ctx context.Context, key Key) (Entry, Tier, bool) {
 	return e, TierL2, true
 }
 
+// GetL1Append looks key up in L1 only and appends the answer's body to dst: the
+// request path's first step, which needs no context and allocates nothing. The
+// returned Entry has no Body (it is in the returned slice) and no Namespace. On a
+// miss the caller goes on with Get.
+func (c *Cache) GetL1Append(key Key, dst []byte) (Entry, []byte, bool) {
+	e, out, ok := c.l1.GetAppend(key, c.now(), dst)
+	if ok {
+		c.countHit(key)
+	}
+	return e, out, ok
+}
+
 // Put stores e under key in both tiers. Created and Expires default to now and now + TTL.
 // Call it only for successful, complete answers.
 func (c *Cache) Put(ctx context.Context, key Key, e Entry) error {

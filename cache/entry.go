@@ -46,10 +46,18 @@ func appendEntry(dst []byte, e Entry) []byte {
 	return append(dst, e.Body...)
 }
 
-// decodeEntry parses b; Body aliases b, so b must be the caller's own copy.
-func decodeEntry(b []byte) (Entry, error) {
+// entryHeader is an encoded entry's fields before the body; model and namespace
+// alias the encoded bytes.
+type entryHeader struct {
+	created, expires int64 // unix ms
+	prompt, compl    int
+	model, ns        []byte
+}
+
+// decodeHeader parses b's header and returns it with the body; both alias b.
+func decodeHeader(b []byte) (entryHeader, []byte, error) {
 	if len(b) == 0 || b[0] != entryVersion {
-		return Entry{}, errBadEntry
+		return entryHeader{}, nil, errBadEntry
 	}
 	b = b[1:]
 	var vals [5]uint64
@@ -63,32 +71,43 @@ func decodeEntry(b []byte) (Entry, error) {
 			vals[i], n = binary.Uvarint(b)
 		}
 		if n <= 0 {
-			return Entry{}, errBadEntry
+			return entryHeader{}, nil, errBadEntry
 		}
 		b = b[n:]
 	}
 	mlen := vals[4]
 	if mlen > uint64(len(b)) {
-		return Entry{}, errBadEntry
+		return entryHeader{}, nil, errBadEntry
 	}
-	model := string(b[:mlen])
+	h := entryHeader{created: int64(vals[0]), expires: int64(vals[1]),
+		prompt: int(vals[2]), compl: int(vals[3]), model: b[:mlen]}
 	b = b[mlen:]
 	nlen, n := binary.Uvarint(b)
 	if n <= 0 || nlen > uint64(len(b)-n) {
-		return Entry{}, errBadEntry
+		return entryHeader{}, nil, errBadEntry
 	}
 	b = b[n:]
+	h.ns = b[:nlen]
+	return h, b[nlen:], nil
+}
+
+// decodeEntry parses b; Body aliases b, so b must be the caller's own copy.
+func decodeEntry(b []byte) (Entry, error) {
+	h, body, err := decodeHeader(b)
+	if err != nil {
+		return Entry{}, err
+	}
 	var ns string
-	if nlen > 0 {
-		ns = string(b[:nlen])
+	if len(h.ns) > 0 {
+		ns = string(h.ns)
 	}
 	return Entry{
-		Created:          time.UnixMilli(int64(vals[0])),
-		Expires:          time.UnixMilli(int64(vals[1])),
-		PromptTokens:     int(vals[2]),
-		CompletionTokens: int(vals[3]),
-		Model:            model,
+		Created:          time.UnixMilli(h.created),
+		Expires:          time.UnixMilli(h.expires),
+		PromptTokens:     h.prompt,
+		CompletionTokens: h.compl,
+		Model:            string(h.model),
 		Namespace:        ns,
-		Body:             b[nlen:],
+		Body:             body,
 	}, nil
 }

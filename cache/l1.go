@@ -24,6 +24,8 @@ type L1 struct {
 	fc   atomic.Pointer[freecache.Cache]
 	// bufs recycles encode buffers: a Set copies the bytes into freecache at once.
 	bufs sync.Pool
+	// lastModel is the model name of the last GetAppend hit (see modelName).
+	lastModel atomic.Pointer[string]
 }
 
 // minL1Bytes is freecache's own floor (512 KiB).
@@ -57,6 +59,43 @@ func (l *L1) Get(k Key, now time.Time) (Entry, bool) {
 		return Entry{}, false
 	}
 	return e, true
+}
+
+// GetAppend is Get for the request path: it appends the body of k's entry, if
+// present and fresh at now, to dst and returns the entry without Body and Namespace.
+// The answer is copied once, from freecache's memory into dst, and a model name
+// seen on the previous hit is reused rather than allocated again.
+func (l *L1) GetAppend(k Key, now time.Time, dst []byte) (Entry, []byte, bool) {
+	fc := l.made()
+	if fc == nil {
+		return Entry{}, dst, false
+	}
+	var e Entry
+	ok := false
+	nowMs := now.UnixMilli()
+	_ = fc.GetFn(k[:], func(v []byte) error {
+		h, body, err := decodeHeader(v)
+		if err != nil || nowMs >= h.expires {
+			return nil
+		}
+		e = Entry{Created: time.UnixMilli(h.created), Expires: time.UnixMilli(h.expires),
+			PromptTokens: h.prompt, CompletionTokens: h.compl, Model: l.modelName(h.model)}
+		dst = append(dst, body...)
+		ok = true
+		return nil
+	})
+	return e, dst, ok
+}
+
+// modelName returns b as a string, reusing the last one returned when it is equal
+// (almost every hit names a model seen just before).
+func (l *L1) modelName(b []byte) string {
+	if p := l.lastModel.Load(); p != nil && *p == string(b) {
+		return *p
+	}
+	s := string(b)
+	l.lastModel.Store(&s)
+	return s
 }
 
 // Set stores e under k until e.Expires (as seen at now). An entry already expired, or one

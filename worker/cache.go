@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -60,19 +61,33 @@ func (w *Worker) cacheLookup(ctx *fasthttp.RequestCtx, x *exchange, key *keyEntr
 		ctx.Response.Header.Set("X-LLM-Proxy-Cache", x.rec.Cache)
 		return false
 	}
-	owner := "key:" + strconv.FormatInt(key.id, 10)
-	if key.userID != 0 {
-		owner = "user:" + strconv.FormatInt(key.userID, 10)
-	}
-	ns := c.Config().NamespaceFor(owner)
-	k, err := cache.NewKey(ns, ep.name, x.rec.Model, body)
+	var nsBuf [48]byte
+	ns := appendNamespace(nsBuf[:0], c.Config(), key)
+	k, err := cache.NewKey(string(ns), ep.name, x.rec.Model, body)
 	if err != nil {
 		return false
 	}
+	if !bytes.Contains(cc, []byte("no-cache")) {
+		// The common hit: L1, no context, the body copied once into a pooled buffer.
+		bp := hitBufs.Get().(*[]byte)
+		e, hit, ok := c.GetL1Append(k, (*bp)[:0])
+		if ok {
+			x.rec.Cache = cache.TierL1.String()
+			w.serveCachedBody(ctx, x, e, hit)
+		}
+		if cap(hit) <= 1<<20 {
+			*bp = hit
+			hitBufs.Put(bp)
+		}
+		if ok {
+			return true
+		}
+	}
+	nss := string(ns)
 	st := &x.cache
-	*st = cacheStep{on: true, key: k, ns: ns, model: x.rec.Model, ttl: ttl, pre: st.pre}
+	*st = cacheStep{on: true, key: k, ns: nss, model: x.rec.Model, ttl: ttl, pre: st.pre}
 	if mode == cache.ModeSemantic && ep.name == endpointChat.name {
-		if sr, ok := cache.PrepareSemantic(ns, x.rec.Model, body, c.Config().SemanticMaxMessages); ok {
+		if sr, ok := cache.PrepareSemantic(nss, x.rec.Model, body, c.Config().SemanticMaxMessages); ok {
 			if vec, err := w.requestVector(x, sr.Text); err == nil {
 				st.semantic, st.sreq, st.vec = true, sr, vec
 			}
@@ -106,15 +121,37 @@ func (w *Worker) cacheLookup(ctx *fasthttp.RequestCtx, x *exchange, key *keyEntr
 // same answer replayed as OpenAI chunks ending with [DONE]. The reported usage is
 // the original's; the record says which tier answered and costs nothing.
 func (w *Worker) serveCached(ctx *fasthttp.RequestCtx, x *exchange, e cache.Entry, tier cache.Tier) {
-	x.cache.on = false
 	x.rec.Cache = tier.String()
+	w.serveCachedBody(ctx, x, e, e.Body)
+}
+
+// hitBufs holds the buffers L1 hits copy their answer into.
+var hitBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// appendNamespace appends the cache namespace of key's owner (cache.Config.NamespaceFor)
+// to dst, without the allocations of building it as a string.
+func appendNamespace(dst []byte, cfg cache.Config, key *keyEntry) []byte {
+	if cfg.Namespace == cache.NamespaceShared {
+		return dst
+	}
+	dst = append(dst, "key:"...)
+	if key.userID != 0 {
+		return strconv.AppendInt(append(dst, "user:"...), key.userID, 10)
+	}
+	return strconv.AppendInt(append(dst, "key:"...), key.id, 10)
+}
+
+// serveCachedBody answers with a cached answer body; x.rec.Cache names the tier. body
+// is copied into the response.
+func (w *Worker) serveCachedBody(ctx *fasthttp.RequestCtx, x *exchange, e cache.Entry, body []byte) {
+	x.cache.on = false
 	x.rec.Status = fasthttp.StatusOK
 	x.rec.PromptTokens, x.rec.CompletionTokens = e.PromptTokens, e.CompletionTokens
 	x.rec.Upstream, x.rec.UpstreamModel = "", e.Model
 	ctx.Response.Header.Set("X-LLM-Proxy-Cache", x.rec.Cache)
 	ctx.SetStatusCode(fasthttp.StatusOK)
 	if x.rec.Stream {
-		out, err := cache.AppendSSE(ctx.Response.Body()[:0], e.Body, x.req.IncludeUsage)
+		out, err := cache.AppendSSE(ctx.Response.Body()[:0], body, x.req.IncludeUsage)
 		if err == nil {
 			ctx.Response.Header.SetContentType("text/event-stream")
 			ctx.Response.Header.Set(fasthttp.HeaderCacheControl, "no-cache")
@@ -125,7 +162,7 @@ func (w *Worker) serveCached(ctx *fasthttp.RequestCtx, x *exchange, e cache.Entr
 		// An entry that cannot be replayed is served as JSON rather than failed.
 	}
 	ctx.Response.Header.SetContentType("application/json")
-	ctx.SetBody(e.Body)
+	ctx.SetBody(body)
 	w.finish(x)
 }
 
