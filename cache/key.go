@@ -83,12 +83,13 @@ func appendField(dst []byte, s string) []byte {
 type keyBuf struct {
 	out    []byte
 	str    []byte   // unescaped string scratch
+	tmp    []byte   // an object's canonical member values while it sorts them
 	fields []member // object members of every open object, stacked
 }
 
 type member struct {
 	name       []byte // unescaped key: a sub-slice of the body, or a copy when it had escapes
-	start, end int    // the value's span in the input
+	start, end int    // the canonical value's span, relative to the object's start in the output
 }
 
 var keyBufPool = sync.Pool{New: func() any { return &keyBuf{out: make([]byte, 0, 2048)} }}
@@ -176,9 +177,11 @@ func (kb *keyBuf) value(dst, body []byte, i, depth int, skip map[string]bool) ([
 	}
 }
 
-// object collects the members, sorts them by unescaped name and appends each name and
-// value. Duplicate names are kept in input order after sorting (stable), so two bodies
-// that a JSON decoder would read differently never share a key.
+// object canonicalises each member's value straight after dst as it parses it (one
+// pass over the input), then sorts the members by unescaped name and writes them out
+// in that order from a copy of their canonical values. Duplicate names are kept in
+// input order after sorting (stable), so two bodies that a JSON decoder would read
+// differently never share a key.
 func (kb *keyBuf) object(dst, body []byte, i, depth int, skip map[string]bool) ([]byte, int, error) {
 	base := len(kb.fields)
 	defer func() { kb.fields = kb.fields[:base] }()
@@ -186,6 +189,7 @@ func (kb *keyBuf) object(dst, body []byte, i, depth int, skip map[string]bool) (
 	if i < len(body) && body[i] == '}' {
 		return append(dst, '{', '}'), i + 1, nil
 	}
+	start := len(dst)
 	for {
 		i = skipWS(body, i)
 		if i >= len(body) || body[i] != '"' {
@@ -204,16 +208,24 @@ func (kb *keyBuf) object(dst, body []byte, i, depth int, skip map[string]bool) (
 			return dst, 0, syntaxError(i)
 		}
 		vstart := skipWS(body, i+1)
-		vend, err := skipValue(body, vstart, depth+1)
-		if err != nil {
-			return dst, 0, err
+		// At the top level an explicit null means "unset" to the providers, like an
+		// absent field; skipped members are not part of the key either.
+		topNull := skip != nil && vstart < len(body) && body[vstart] == 'n'
+		if topNull || (skip != nil && skip[string(name)]) {
+			if i, err = skipValue(body, vstart, depth+1); err != nil {
+				return dst, 0, err
+			}
+			if topNull && i-vstart != 4 {
+				return dst, 0, syntaxError(vstart)
+			}
+		} else {
+			cstart := len(dst) - start
+			if dst, i, err = kb.value(dst, body, vstart, depth+1, nil); err != nil {
+				return dst, 0, err
+			}
+			kb.fields = append(kb.fields, member{name: name, start: cstart, end: len(dst) - start})
 		}
-		// At the top level an explicit null means "unset" to the providers, like an absent field.
-		topNull := skip != nil && vend-vstart == 4 && body[vstart] == 'n'
-		if (skip == nil || !skip[string(name)]) && !topNull {
-			kb.fields = append(kb.fields, member{name: name, start: vstart, end: vend})
-		}
-		i = skipWS(body, vend)
+		i = skipWS(body, i)
 		if i >= len(body) {
 			return dst, 0, errUnexpectedEnd
 		}
@@ -226,19 +238,18 @@ func (kb *keyBuf) object(dst, body []byte, i, depth int, skip map[string]bool) (
 		}
 		i++
 	}
+	// Members' canonical values are in dst[start:], in input order; nested objects
+	// have finished their own reordering, so one scratch copy serves every level.
+	kb.tmp = append(kb.tmp[:0], dst[start:]...)
+	dst = dst[:start]
 	mine := kb.fields[base:]
 	slices.SortStableFunc(mine, func(a, b member) int { return bytes.Compare(a.name, b.name) })
 	dst = append(dst, '{')
 	dst = binary.AppendUvarint(dst, uint64(len(mine)))
-	for j := range mine {
-		m := kb.fields[base+j] // re-read: nested calls may grow (and move) kb.fields
+	for _, m := range mine {
 		dst = binary.AppendUvarint(dst, uint64(len(m.name)))
 		dst = append(dst, m.name...)
-		var err error
-		dst, _, err = kb.value(dst, body, m.start, depth+1, nil)
-		if err != nil {
-			return dst, 0, err
-		}
+		dst = append(dst, kb.tmp[m.start:m.end]...)
 	}
 	return append(dst, '}'), i, nil
 }
@@ -371,15 +382,22 @@ func skipString(body []byte, i int) (int, error) {
 	if i >= len(body) || body[i] != '"' {
 		return 0, syntaxError(i)
 	}
-	for i++; i < len(body); i++ {
-		switch body[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1, nil
+	for j := i + 1; ; {
+		q := bytes.IndexByte(body[j:], '"')
+		if q < 0 {
+			return 0, errUnexpectedEnd
 		}
+		q += j
+		// The quote ends the string unless an odd run of backslashes escapes it.
+		n := 0
+		for k := q - 1; k > i && body[k] == '\\'; k-- {
+			n++
+		}
+		if n%2 == 0 {
+			return q + 1, nil
+		}
+		j = q + 1
 	}
-	return 0, errUnexpectedEnd
 }
 
 // unquote returns the unescaped content of the string at body[i] (valid until the next

@@ -98,6 +98,7 @@ type Coordinator struct {
 	epoch   atomic.Int64
 	stats   atomic.Pointer[func() string]
 	fenced  chan struct{} // a task hit ErrFenced
+	refused atomic.Int64  // duty writes refused by the epoch fence, see FencedRefusals
 	iter    atomic.Int64  // lease-loop iterations, for tests to synchronise with a FakeClock
 }
 
@@ -125,6 +126,11 @@ func (c *Coordinator) IsPrimary() bool { return c.primary.Load() }
 
 // Epoch returns the lease epoch held while primary, 0 otherwise.
 func (c *Coordinator) Epoch() int64 { return c.epoch.Load() }
+
+// FencedRefusals counts the duty writes of this process that the epoch fence refused
+// (a task returned store.ErrFenced): each one is a write a deposed primary tried and did
+// not commit. It only grows.
+func (c *Coordinator) FencedRefusals() int64 { return c.refused.Load() }
 
 // SetStats sets the function whose JSON result is stored in each heartbeat row.
 func (c *Coordinator) SetStats(fn func() string) { c.stats.Store(&fn) }
@@ -348,6 +354,10 @@ func (c *Coordinator) runTask(ctx context.Context, t Task, epoch int64) {
 		case ctx.Err() != nil:
 			return
 		case errors.Is(err, store.ErrFenced):
+			// Logged per refusal, with the task, so an operator (or a test) can see that
+			// a stale primary tried to write and the fence held.
+			c.refused.Add(1)
+			logger.Warn("duty write refused: the lease epoch moved on", "task", t.Name, "epoch", epoch)
 			select {
 			case c.fenced <- struct{}{}:
 			default:

@@ -287,6 +287,12 @@ func (s *Store) FencedExec(ctx context.Context, epoch int64, fn func(conn *sqlit
 // DeleteOldRequestLogs deletes request_logs rows with ts_ms < cutoffMs, at most batch per
 // fenced transaction so the write lock is never held long, and returns how many it deleted.
 func (s *Store) DeleteOldRequestLogs(ctx context.Context, epoch int64, cutoffMs int64, batch int) (int, error) {
+	return s.deleteOldRequestLogs(ctx, epoch, cutoffMs, batch, nil)
+}
+
+// deleteOldRequestLogs is DeleteOldRequestLogs; onBatch, if not nil, gets the row count of
+// each committed transaction, so a test can see the batches from outside.
+func (s *Store) deleteOldRequestLogs(ctx context.Context, epoch int64, cutoffMs int64, batch int, onBatch func(n int)) (int, error) {
 	if batch < 1 {
 		batch = 1
 	}
@@ -304,6 +310,9 @@ func (s *Store) DeleteOldRequestLogs(ctx context.Context, epoch int64, cutoffMs 
 			return total, err
 		}
 		total += n
+		if onBatch != nil {
+			onBatch(n)
+		}
 		if n < batch {
 			return total, nil
 		}
