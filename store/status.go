@@ -3,7 +3,11 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"time"
+
+	"zombiezen.com/go/sqlite"
+	"zombiezen.com/go/sqlite/sqlitex"
 )
 
 // ClusterStatus is every worker and the primary, as `llm-proxy status`, the worker's
@@ -36,13 +40,23 @@ type PrimaryStatus struct {
 
 // Status reads the workers table and the lease; now is the reference for beat ages.
 func (s *Store) Status(ctx context.Context, now time.Time) (ClusterStatus, error) {
-	rows, err := s.Workers(ctx)
+	var (
+		rows  []WorkerRow
+		lease Lease
+	)
+	err := s.read(ctx, func(conn *sqlite.Conn) (err error) {
+		// One read transaction: read apart, a takeover committed between the two reads
+		// would show a holder whose row still says "worker", or a primary row next to a
+		// lease naming another worker.
+		defer sqlitex.Transaction(conn)(&err)
+		if rows, err = readWorkers(conn); err != nil {
+			return err
+		}
+		lease, err = readLease(conn)
+		return err
+	})
 	if err != nil {
-		return ClusterStatus{}, err
-	}
-	lease, err := s.Lease(ctx)
-	if err != nil {
-		return ClusterStatus{}, err
+		return ClusterStatus{}, fmt.Errorf("store: read status: %w", err)
 	}
 	out := ClusterStatus{Workers: make([]WorkerStatus, 0, len(rows))}
 	for _, r := range rows {
@@ -64,4 +78,20 @@ func (s *Store) Status(ctx context.Context, now time.Time) (ClusterStatus, error
 		out.Primary.Since = lease.Since.UTC().Format(time.RFC3339)
 	}
 	return out, nil
+}
+
+// readWorkers lists every worker row on conn, by slot then id.
+func readWorkers(conn *sqlite.Conn) ([]WorkerRow, error) {
+	var out []WorkerRow
+	err := sqlitex.Execute(conn, `SELECT id, slot, pid, started_at, beat_at, role, version, stats
+		FROM workers ORDER BY slot, id`, &sqlitex.ExecOptions{
+		ResultFunc: func(st *sqlite.Stmt) error {
+			out = append(out, WorkerRow{
+				ID: st.ColumnText(0), Slot: st.ColumnInt(1), PID: st.ColumnInt(2),
+				StartedAt: time.Unix(st.ColumnInt64(3), 0), BeatAt: time.Unix(st.ColumnInt64(4), 0),
+				Role: st.ColumnText(5), Version: st.ColumnText(6), Stats: st.ColumnText(7),
+			})
+			return nil
+		}})
+	return out, err
 }

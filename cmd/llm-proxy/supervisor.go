@@ -27,11 +27,12 @@ const openAIBaseURL = "https://api.openai.com/v1"
 
 // Bounds of the supervisor's own database work.
 const (
-	startupTimeout    = 30 * time.Second // open, migrate, bootstrap
-	releaseTimeout    = 2 * time.Second  // OnExit's lease release; the slot's restart waits on it
-	finalIngestTime   = 30 * time.Second // the last ingest after every worker is gone
-	finalIngestBatch  = 1000
-	finalIngestPasses = 100 // a pass ingests every file; more than one only when files keep appearing
+	startupTimeout     = 30 * time.Second // open, migrate, bootstrap
+	releaseTimeout     = 2 * time.Second  // OnExit's lease release; the slot's restart waits on it
+	deadWorkersTimeout = 5 * time.Second  // start-up cleanup of a crashed tree's rows; workers start after it
+	finalIngestTime    = 30 * time.Second // the last ingest after every worker is gone
+	finalIngestBatch   = 1000
+	finalIngestPasses  = 100 // a pass ingests every file; more than one only when files keep appearing
 )
 
 // runSupervisor is the role with no arguments: prepare the database, start the workers and
@@ -75,6 +76,7 @@ func runSupervisor(stderr io.Writer) error {
 		return err
 	}
 	defer region.Close()
+	removeDeadWorkers(st, region, logger)
 
 	sup, err := supervisor.New(cfg.SupervisorConfig, supervisor.Options{
 		Addr: cfg.Addr(),
@@ -222,6 +224,37 @@ func prepare(ctx context.Context, cfg *Config, openAIKey string, logger hclog.Lo
 		return nil, nil, err
 	}
 	return st, cfg, nil
+}
+
+// removeDeadWorkers clears what a previous process tree left behind when it died as a
+// whole (kill -9 of the group, the OOM killer, a container losing power): nobody was left
+// to call ReleasePID, so its workers rows and lease stay. Without this, status shows the
+// dead pids, the new workers wait the full failover timeout for the lease, and ingest
+// never deletes the dead writers' spool files. Only provably dead processes are touched
+// (store.RemoveDeadWorkers), so the workers of a second supervisor on the same database
+// survive. It runs before any worker starts; a failure only delays failover, so it is
+// logged and start-up goes on.
+func removeDeadWorkers(st *store.Store, region *shm.Region, logger hclog.Logger) {
+	// Dead processes' in-flight counts and reservations would otherwise hold limits
+	// until the first worker exit.
+	if n := region.Reap(); n > 0 {
+		logger.Info("reaped shared counters of processes from a previous run", "processes", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), deadWorkersTimeout)
+	defer cancel()
+	dead, err := st.RemoveDeadWorkers(ctx)
+	if err != nil {
+		logger.Warn("could not clean up workers of a previous run; failover waits for the lease timeout", "error", err)
+		return
+	}
+	for _, w := range dead.Removed {
+		logger.Info("removed the worker row of a process that no longer exists",
+			"worker_id", w.ID, "slot", w.Slot, "pid", w.PID, "reason", w.Reason)
+	}
+	if w := dead.Released; w.ID != "" {
+		logger.Info("released the primary lease of a process that no longer exists",
+			"worker_id", w.ID, "pid", w.PID, "reason", w.Reason)
+	}
 }
 
 // ensureFirstAdmin creates the first admin from LLM_PROXY_DEFAULT_ADMIN_USERNAME/PASSWORD
