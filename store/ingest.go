@@ -128,7 +128,8 @@ func (s *Store) liveWorkerIDs(ctx context.Context) (map[string]bool, error) {
 }
 
 // writerGone reports whether the worker "<slot>-<pid>-<startnanos>" that wrote a spool
-// file has exited: kill(pid, 0) says ESRCH and no workers row claims the id. We do not
+// file has exited: kill(pid, 0) says ESRCH (or /proc shows a zombie) and no workers row
+// claims the id. We do not
 // compare /proc/<pid>/stat start times: deleting the file of a live writer would lose the
 // records it appends afterwards, while a wrong "alive" only leaves a fully ingested file
 // behind. So every doubt answers "alive": a pid reused by another process, a stale workers
@@ -146,7 +147,13 @@ func writerGone(id string, live map[string]bool) bool {
 	if err != nil || pid <= 0 {
 		return false
 	}
-	return processGone(pid)
+	if processGone(pid) {
+		return true
+	}
+	// A zombie has exited for good; under an init that does not reap orphans (a
+	// container's pid 1 after a whole-tree crash) it stays one indefinitely.
+	state, _, ok := procStat(pid)
+	return ok && (state == 'Z' || state == 'X')
 }
 
 // ingestFile ingests one file from its committed offset. finished means nothing more will

@@ -141,6 +141,16 @@ func runWorker(stderr io.Writer) error {
 	}
 	coord.AddTask(coordinator.RetentionTask(st, cfg.CoordinatorConfig.LogRetentionDays, logger))
 	coord.AddTask(coordinator.CheckpointTask(st, logger))
+	// Rows of workers that died without the supervisor seeing it (it died too, or
+	// another supervisor shares the database) would otherwise linger in status and
+	// keep their spools from being deleted. Only provably dead pids are touched.
+	coord.AddTask(coordinator.Task{Name: "prune-dead-workers", Interval: 30 * time.Second, Run: func(ctx context.Context, _ int64) error {
+		res, err := st.RemoveDeadWorkers(ctx)
+		for _, d := range res.Removed {
+			logger.Info("removed the row of a dead worker", "worker_id", d.ID, "pid", d.PID, "reason", d.Reason)
+		}
+		return err
+	}})
 	coord.AddTask(admin.RollupTask(st, logger))
 	coord.AddTask(worker.NewHealthChecker(st, cfg.RoutingConfig, logger).Task())
 
