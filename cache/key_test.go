@@ -2,6 +2,7 @@ package cache
 
 import (
 	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -164,4 +165,42 @@ func BenchmarkL1GetHit(b *testing.B) {
 			b.Fatal("miss")
 		}
 	}
+}
+
+// FuzzKey: every JSON object gets a key, and whitespace never changes it (json.Compact
+// and json.Indent keep every token, duplicates and number spellings included).
+func FuzzKey(f *testing.F) {
+	f.Add(string(benchBody))
+	f.Add(`{"model":"m","messages":[{"role":"user","content":"a\"b\\\\c\u00e9"}],"n":1e2,"x":[[],{}],"y":null}`)
+	f.Add(`{"a":1,"a":2,"b":{"c":[true,false,null,-0.5]}}`)
+	f.Fuzz(func(t *testing.T, body string) {
+		in := []byte(body)
+		k1, err := NewKey("key:1", "chat", "m", in)
+		if !json.Valid(in) {
+			return
+		}
+		var probe any
+		if json.Unmarshal(in, &probe) != nil {
+			return
+		}
+		if _, isObject := probe.(map[string]any); !isObject || strings.Count(body, "[")+strings.Count(body, "{") > maxDepth {
+			return
+		}
+		if err != nil {
+			t.Fatalf("NewKey(%q): %v", body, err)
+		}
+		var compact, indented bytes.Buffer
+		if err := json.Compact(&compact, in); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Indent(&indented, in, " ", "\t"); err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range [][]byte{compact.Bytes(), indented.Bytes()} {
+			k2, err := NewKey("key:1", "chat", "m", v)
+			if err != nil || k2 != k1 {
+				t.Fatalf("key of %q differs from the key of %q (%v)", v, body, err)
+			}
+		}
+	})
 }
