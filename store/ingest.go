@@ -298,43 +298,44 @@ func (s *Store) commitBatch(ctx context.Context, base string, batch []spool.Reco
 		if err := checkEpoch(conn, epoch); err != nil {
 			return err
 		}
+		// Positional parameters: binding by name costs a lookup per column per row,
+		// and this loop runs once for every request the gateway answers.
 		ins := conn.Prep(`INSERT OR IGNORE INTO request_logs
 			(request_id, ts_ms, worker, key_id, endpoint, model, upstream, upstream_model, status, stream,
 			 latency_us, ttfb_us, prompt_tokens, completion_tokens, error_class,
 			 attempts, attempt_count, cache, route, tokens_estimated, cost_micro_usd)
-			VALUES (:rid, :ts, :worker, :key, :endpoint, :model, :upstream, :umodel, :status, :stream,
-			 :lat, :ttfb, :pt, :ct, :err, :attempts, :natt, :cache, :route, :est, :cost)`)
+			VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)`)
 		for i := range batch {
 			r := &batch[i]
-			ins.SetText(":rid", r.RequestID)
-			ins.SetInt64(":ts", r.TsMs)
-			ins.SetInt64(":worker", int64(r.Worker))
+			ins.BindText(1, r.RequestID)
+			ins.BindInt64(2, r.TsMs)
+			ins.BindInt64(3, int64(r.Worker))
 			if r.KeyID == 0 {
-				ins.SetNull(":key")
+				ins.BindNull(4)
 			} else {
-				ins.SetInt64(":key", r.KeyID)
+				ins.BindInt64(4, r.KeyID)
 			}
-			ins.SetText(":endpoint", r.Endpoint)
-			ins.SetText(":model", r.Model)
-			ins.SetText(":upstream", r.Upstream)
-			ins.SetText(":umodel", r.UpstreamModel)
-			ins.SetInt64(":status", int64(r.Status))
-			ins.SetBool(":stream", r.Stream)
-			ins.SetInt64(":lat", r.LatencyUs)
-			ins.SetInt64(":ttfb", r.TtfbUs)
-			ins.SetInt64(":pt", int64(r.PromptTokens))
-			ins.SetInt64(":ct", int64(r.CompletionTokens))
-			ins.SetText(":err", r.ErrorClass)
+			ins.BindText(5, r.Endpoint)
+			ins.BindText(6, r.Model)
+			ins.BindText(7, r.Upstream)
+			ins.BindText(8, r.UpstreamModel)
+			ins.BindInt64(9, int64(r.Status))
+			ins.BindBool(10, r.Stream)
+			ins.BindInt64(11, r.LatencyUs)
+			ins.BindInt64(12, r.TtfbUs)
+			ins.BindInt64(13, int64(r.PromptTokens))
+			ins.BindInt64(14, int64(r.CompletionTokens))
+			ins.BindText(15, r.ErrorClass)
 			if r.Attempts == "" {
-				ins.SetText(":attempts", "[]")
+				ins.BindText(16, "[]")
 			} else {
-				ins.SetText(":attempts", r.Attempts)
+				ins.BindText(16, r.Attempts)
 			}
-			ins.SetInt64(":natt", int64(r.AttemptCount))
-			ins.SetText(":cache", r.Cache)
-			ins.SetText(":route", r.Route)
-			ins.SetBool(":est", r.TokensEstimated)
-			ins.SetInt64(":cost", r.CostMicroUSD)
+			ins.BindInt64(17, int64(r.AttemptCount))
+			ins.BindText(18, r.Cache)
+			ins.BindText(19, r.Route)
+			ins.BindBool(20, r.TokensEstimated)
+			ins.BindInt64(21, r.CostMicroUSD)
 			if _, err := ins.Step(); err != nil {
 				ins.Reset()
 				return fmt.Errorf("insert request log: %w", err)

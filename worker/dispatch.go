@@ -13,7 +13,6 @@ import (
 
 	"github.com/valyala/bytebufferpool"
 	"github.com/valyala/fasthttp"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/llm-proxy/llm-proxy/cache"
 	"github.com/llm-proxy/llm-proxy/routing"
@@ -22,6 +21,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/routing/provider/azure"
 	"github.com/llm-proxy/llm-proxy/routing/provider/gemini"
 	"github.com/llm-proxy/llm-proxy/routing/provider/openai"
+	"github.com/llm-proxy/llm-proxy/worker/otlp"
 	"github.com/llm-proxy/llm-proxy/worker/upstream"
 )
 
@@ -58,7 +58,7 @@ type attempt struct {
 	retryAfter time.Duration
 	timedOut   atomic.Bool
 
-	span trace.Span // the attempt's span when tracing is on (tracing.go)
+	span *otlp.Span // the attempt's span when its request is sampled (tracing.go)
 }
 
 // ok reports an answer worth relaying as a success.

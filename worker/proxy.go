@@ -3,20 +3,19 @@ package worker
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"io"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/llm-proxy/llm-proxy/routing"
 	"github.com/llm-proxy/llm-proxy/routing/provider/anthropic"
 	"github.com/llm-proxy/llm-proxy/routing/provider/openai"
 	"github.com/llm-proxy/llm-proxy/store/spool"
 	"github.com/llm-proxy/llm-proxy/worker/limits"
+	"github.com/llm-proxy/llm-proxy/worker/otlp"
 )
 
 // endpoint is one proxied OpenAI API path.
@@ -60,11 +59,12 @@ type exchange struct {
 	estimated bool
 	cache     cacheStep
 	started   time.Time
-	// traceparent is the client's W3C traceparent, passed upstream; span and spanCtx
-	// are the request's span when tracing is on (tracing.go).
+	// traceparent is the client's W3C traceparent, passed upstream; spanCtx is the
+	// request span's identity whenever tracing is on, span the span itself when the
+	// request is sampled (tracing.go).
 	traceparent []byte
-	span        trace.Span
-	spanCtx     context.Context
+	span        *otlp.Span
+	spanCtx     traceContext
 	// bodies: this request's bodies are being captured for the body log (bodylog.go).
 	bodies              bool
 	reqBody, respBody   []byte

@@ -139,7 +139,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Worker, error) {
 	w.userAgent = "llm-proxy/" + deps.Version
 	w.book = routing.NewBook(deps.Counters)
 	w.cacheJobs = make(chan cacheJob, cacheJobQueue)
-	tr, err := newTracing(cfg.TraceConfig, deps.Version, deps.Slot)
+	tr, err := newTracing(cfg.TraceConfig, deps.Version, deps.Slot, w.logger)
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
