@@ -128,16 +128,9 @@ func (s *Store) RemoveWorker(ctx context.Context, id string) error {
 func (s *Store) Workers(ctx context.Context) ([]WorkerRow, error) {
 	var out []WorkerRow
 	err := s.read(ctx, func(conn *sqlite.Conn) error {
-		return sqlitex.Execute(conn, `SELECT id, slot, pid, started_at, beat_at, role, version, stats
-			FROM workers ORDER BY slot, id`, &sqlitex.ExecOptions{
-			ResultFunc: func(st *sqlite.Stmt) error {
-				out = append(out, WorkerRow{
-					ID: st.ColumnText(0), Slot: st.ColumnInt(1), PID: st.ColumnInt(2),
-					StartedAt: time.Unix(st.ColumnInt64(3), 0), BeatAt: time.Unix(st.ColumnInt64(4), 0),
-					Role: st.ColumnText(5), Version: st.ColumnText(6), Stats: st.ColumnText(7),
-				})
-				return nil
-			}})
+		var err error
+		out, err = readWorkers(conn)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: list workers: %w", err)

@@ -393,11 +393,18 @@ func (g *gateway) start(t *testing.T) {
 func (g *gateway) launch(t *testing.T) {
 	t.Helper()
 	proxy, _ := binaries(t)
+	g.launchBinary(t, proxy)
+}
+
+// launchBinary is launch with the supervisor started from bin (the upgrade test runs a
+// build of its own).
+func (g *gateway) launchBinary(t *testing.T, bin string) {
+	t.Helper()
 	errFile, err := os.Create(g.errPath)
 	if err != nil {
 		t.Fatalf("create supervisor log: %v", err)
 	}
-	cmd := exec.Command(proxy)
+	cmd := exec.Command(bin)
 	cmd.Env = g.env
 	cmd.Stdout = errFile
 	cmd.Stderr = errFile
@@ -406,7 +413,7 @@ func (g *gateway) launch(t *testing.T) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		errFile.Close()
-		t.Fatalf("start llm-proxy: %v", err)
+		t.Fatalf("start %s: %v", bin, err)
 	}
 	g.cmd = cmd
 	g.exited = make(chan struct{})

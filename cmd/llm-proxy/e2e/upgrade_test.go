@@ -45,38 +45,6 @@ func buildVersioned(out, version string) error {
 	return nil
 }
 
-// launchBinary is launch with the supervisor started from bin instead of the harness's
-// build; g.stop then recognises the workers by that path.
-func (g *gateway) launchBinary(t *testing.T, bin string) {
-	t.Helper()
-	errFile, err := os.Create(g.errPath)
-	if err != nil {
-		t.Fatalf("create supervisor log: %v", err)
-	}
-	cmd := exec.Command(bin)
-	cmd.Env = g.env
-	cmd.Stdout = errFile
-	cmd.Stderr = errFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		errFile.Close()
-		t.Fatalf("start %s: %v", bin, err)
-	}
-	g.cmd = cmd
-	g.exited = make(chan struct{})
-	go func() {
-		g.exitErr = cmd.Wait()
-		close(g.exited)
-	}()
-	t.Cleanup(func() {
-		g.stop(t)
-		errFile.Close()
-		if t.Failed() {
-			t.Logf("llm-proxy output (tail):\n%s", tail(g.errPath, 60))
-		}
-	})
-}
-
 // liveStatus is the part of `llm-proxy status` about each worker's build and traffic.
 type liveStatus struct {
 	Workers []struct {
