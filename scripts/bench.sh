@@ -796,11 +796,18 @@ rss_list() {
 
 has_case() { [[ " $CASES " == *" $1 "* ]]; }
 
-# run_target TARGET: starts the target, measures every case RUNS times (runs outside,
-# cases inside, so slow drift of the machine spreads over all cases) and stops it.
-run_target() {
-	local target="$1" key="none" ckey="none" nkey="" r c gw=0 hit code
-	SUT_PID="" SUT_DB=""
+# Every target is started before the first measurement and stays up until the last:
+# the runs go target by target inside each case, so nginx and a gateway are measured
+# seconds apart and a slow minute of the shared machine falls on both. The targets
+# not being measured sit idle on the same CPU (a gateway's primary wakes once a
+# second to look for spooled records).
+declare -A T_PID T_URL T_DB T_LOG T_GW T_ROOT T_CHILD
+
+# setup_target TARGET: starts the target, checks it, writes its wrk scripts, warms it
+# up and records its idle memory and its state for use_target.
+setup_target() {
+	local target="$1" key="none" ckey="none" nkey="" r gw=0 hit code
+	SUT_PID="" SUT_DB="" SUT_LOG=""
 	case "$target" in
 	direct)
 		SUT_PID="$MOCK_PID"
@@ -821,6 +828,8 @@ run_target() {
 		gw=1
 		;;
 	esac
+	T_PID[$target]="$SUT_PID" T_URL[$target]="$BASE_URL" T_DB[$target]="$SUT_DB" T_LOG[$target]="$SUT_LOG"
+	T_GW[$target]="$gw" T_ROOT[$target]="$ROOT_LABEL" T_CHILD[$target]="$CHILD_LABEL"
 	sanity "$BASE_URL" "$key" || return 1
 	r="$(rss_list VmRSS)"
 	IDLE[$target]="${r%%|*}"
@@ -857,22 +866,35 @@ run_target() {
 	# Warm-up: fill the connection pools, fault in the code paths.
 	timeout $((WARMUP + 30)) "${CLIENT_PIN[@]}" wrk -t1 -c"$CONNS" -d"${WARMUP}s" \
 		-s "$TMP/chat-$target.lua" "$BASE_URL$CHAT_PATH" >/dev/null 2>&1 || true
+}
 
-	for ((r = 1; r <= RUNS; r++)); do
-		[ "$RUNS" -gt 1 ] && echo "bench: $target: run $r of $RUNS" >&2
-		for c in $CASES; do
-			case "$c" in
-			chat | stream | mixed) measure "$c/$target#$r" "$TMP/$c-$target.lua" "$CONNS" "$DURATION" "$CHAT_PATH" ;;
-			embed) measure "$c/$target#$r" "$TMP/$c-$target.lua" "$CONNS" "$DURATION" "$EMBED_PATH" ;;
-			latency) measure "$c/$target#$r" "$TMP/chat-$target.lua" 1 "$DURATION" "$CHAT_PATH" ;;
-			cachehit | nolimits) [ $gw = 1 ] && measure "$c/$target#$r" "$TMP/$c-$target.lua" "$CONNS" "$DURATION" "$CHAT_PATH" ;;
-			invalid) [ $gw = 1 ] && measure "$c/$target#$r" "$TMP/$c-$target.lua" "$CONNS" "$DURATION" "$CHAT_PATH" non2xx ;;
-			esac
-		done
-	done
+# use_target TARGET: makes TARGET the system under test of measure and rss_list.
+use_target() {
+	SUT_PID="${T_PID[$1]}" BASE_URL="${T_URL[$1]}" SUT_DB="${T_DB[$1]}" SUT_LOG="${T_LOG[$1]}"
+	ROOT_LABEL="${T_ROOT[$1]}" CHILD_LABEL="${T_CHILD[$1]}"
+}
+
+# measure_case TARGET CASE RUN: one run of one case against TARGET.
+measure_case() {
+	local target="$1" c="$2" r="$3" gw="${T_GW[$1]}"
+	use_target "$target"
+	case "$c" in
+	chat | stream | mixed) measure "$c/$target#$r" "$TMP/$c-$target.lua" "$CONNS" "$DURATION" "$CHAT_PATH" ;;
+	embed) measure "$c/$target#$r" "$TMP/$c-$target.lua" "$CONNS" "$DURATION" "$EMBED_PATH" ;;
+	latency) measure "$c/$target#$r" "$TMP/chat-$target.lua" 1 "$DURATION" "$CHAT_PATH" ;;
+	cachehit | nolimits) [ "$gw" = 1 ] && measure "$c/$target#$r" "$TMP/$c-$target.lua" "$CONNS" "$DURATION" "$CHAT_PATH" ;;
+	invalid) [ "$gw" = 1 ] && measure "$c/$target#$r" "$TMP/$c-$target.lua" "$CONNS" "$DURATION" "$CHAT_PATH" non2xx ;;
+	esac
+	return 0
+}
+
+# finish_target TARGET: the medians, the peak memory, and the target stopped.
+finish_target() {
+	local target="$1" r c gw="${T_GW[$1]}"
+	use_target "$target"
 	for c in $CASES; do pick_median "$c/$target"; done
-	[ $gw = 0 ] && has_case cachehit && copy_figures "chat/$target" "cachehit/$target"
-	[ $gw = 0 ] && has_case nolimits && copy_figures "chat/$target" "nolimits/$target"
+	[ "$gw" = 0 ] && has_case cachehit && copy_figures "chat/$target" "cachehit/$target"
+	[ "$gw" = 0 ] && has_case nolimits && copy_figures "chat/$target" "nolimits/$target"
 
 	if [ "$target" != direct ]; then
 		local any=""
@@ -1146,9 +1168,12 @@ fi
 
 # ================================================================ cases mode
 
+UP=""
 for target in $TARGETS; do
-	echo "bench: target $target" >&2
-	if ! run_target "$target"; then
+	echo "bench: starting $target" >&2
+	if setup_target "$target"; then
+		UP+=" $target"
+	else
 		FAILED+=("$target")
 		ERRORS=$((ERRORS + 1))
 		echo "bench: target $target failed; see above" >&2
@@ -1157,8 +1182,15 @@ for target in $TARGETS; do
 			if [ -n "$SUT_PID" ]; then stop_tree "$SUT_PID"; fi
 		fi
 	fi
-	SUT_LOG=""
 done
+for ((run = 1; run <= RUNS; run++)); do
+	[ "$RUNS" -gt 1 ] && echo "bench: run $run of $RUNS" >&2
+	for c in $CASES; do
+		for target in $UP; do measure_case "$target" "$c" "$run"; done
+	done
+done
+for target in $UP; do finish_target "$target"; done
+SUT_LOG=""
 
 declare -A NAMES=([direct]="mockllm direct" [nginx]="nginx" [gw1]="gateway 1 worker" [gw2]="gateway 2 workers")
 declare -A TITLES=([chat]="Non-streaming chat, $CONNS connections" [stream]="Streaming chat ($CHUNKS chunks), $CONNS connections"
