@@ -27,7 +27,9 @@
 # The gateway's client keys carry rpm/tpm/max-parallel limits far above the load, so the
 # limiter runs on every request (BENCH_LIMITS=0: no key limits); request records are on
 # (the default). Each case runs BENCH_RUNS times per target; the report shows the median
-# run by requests/s, and the req/s of every run.
+# run by requests/s, and the req/s of every run. All targets are up for the whole run and
+# are measured in turn inside each case and run (direct, nginx, gw1, gw2, then the next
+# case), so a busy minute of a shared machine falls on the reference and the gateway alike.
 #
 # Pinning: the system under test (nginx, or the gateway's supervisor and workers) runs on
 # CPU 0; wrk and mockllm share CPU 1. Reported per case and target: requests/s, p50/p99
