@@ -49,10 +49,13 @@ var errParentGone = errors.New("supervisor is gone")
 // the CPU; with two, the kernel interleaves the threads far more finely.
 // Measured with the worker pinned to one CPU: p99 at 1 connection 16-20 ms ->
 // 2.1 ms (nginx: 2.4 ms), and 64 connections +5% req/s with half the p99.
-func atLeastTwoProcs(getenv func(string) string) {
+// It reports whether it raised GOMAXPROCS.
+func atLeastTwoProcs(getenv func(string) string) bool {
 	if getenv("GOMAXPROCS") == "" && runtime.GOMAXPROCS(0) < 2 {
 		runtime.GOMAXPROCS(2)
+		return true
 	}
+	return false
 }
 
 func runWorker(stderr io.Writer) error {
@@ -63,7 +66,7 @@ func runWorker(stderr io.Writer) error {
 	// The supervisor's SIGHUP/SIGUSR2 are for the supervisor; a worker must not die of one
 	// that reaches the whole process group.
 	signal.Ignore(rollSignals...)
-	atLeastTwoProcs(os.Getenv)
+	oneCPU := atLeastTwoProcs(os.Getenv)
 
 	start := time.Now()
 	pid := os.Getpid()
@@ -120,10 +123,14 @@ func runWorker(stderr io.Writer) error {
 	coord := coordinator.New(cfg.CoordinatorConfig, st, coordinator.Identity{
 		ID: id, Slot: slot, PID: pid, Version: version,
 	}, coordinator.SystemClock(), logger)
-	coord.AddTask(coordinator.IngestTask(st, cfg.SpoolDir, logger, func(res store.IngestResult, epoch int64) {
+	ingest := coordinator.IngestTask(st, cfg.SpoolDir, logger, func(res store.IngestResult, epoch int64) {
 		met.SetSpoolBacklog(res.Backlog)
 		met.SetPrimaryEpoch(epoch)
-	}))
+	})
+	if oneCPU {
+		ingest = newCatchUp(logger.Named("ingest")).wrap(ingest)
+	}
+	coord.AddTask(ingest)
 	// Request bodies (LOG_BODIES) have a spool directory of their own; the task runs even
 	// with logging off so files left from before it was turned off still arrive.
 	bodyDir := filepath.Join(cfg.SpoolDir, "bodies")
