@@ -128,7 +128,14 @@ func runWorker(stderr io.Writer) error {
 		met.SetPrimaryEpoch(epoch)
 	})
 	if oneCPU {
-		ingest = newCatchUp(logger.Named("ingest")).wrap(ingest)
+		behind, err := region.Slot(ingestBehindSlot)
+		if err != nil {
+			return fmt.Errorf("worker: %w", err)
+		}
+		ingest = newCatchUp(behind, logger.Named("ingest")).wrap(ingest)
+		followCtx, stopFollow := context.WithCancel(context.Background())
+		defer stopFollow()
+		go followIngest(followCtx, behind, 250*time.Millisecond, gomaxprocs)
 	}
 	coord.AddTask(ingest)
 	// Request bodies (LOG_BODIES) have a spool directory of their own; the task runs even
