@@ -178,6 +178,12 @@ func (c *Cache) Get(ctx context.Context, key Key) (Entry, Tier, bool) {
 		c.countHit(key)
 		return e, TierL1, true
 	}
+	return c.GetL2(ctx, key)
+}
+
+// GetL2 looks key up in L2 only (an L2 hit fills L1): what follows a GetL1Append miss.
+func (c *Cache) GetL2(ctx context.Context, key Key) (Entry, Tier, bool) {
+	now := c.now()
 	row, ok, err := c.st.CacheGet(ctx, key[:], now)
 	if err != nil {
 		c.logStoreError("l2 get", err)
@@ -198,7 +204,7 @@ func (c *Cache) Get(ctx context.Context, key Key) (Entry, Tier, bool) {
 // GetL1Append looks key up in L1 only and appends the answer's body to dst: the
 // request path's first step, which needs no context and allocates nothing. The
 // returned Entry has no Body (it is in the returned slice) and no Namespace. On a
-// miss the caller goes on with Get.
+// miss the caller goes on with GetL2.
 func (c *Cache) GetL1Append(key Key, dst []byte) (Entry, []byte, bool) {
 	e, out, ok := c.l1.GetAppend(key, c.now(), dst)
 	if ok {

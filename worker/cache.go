@@ -67,7 +67,8 @@ func (w *Worker) cacheLookup(ctx *fasthttp.RequestCtx, x *exchange, key *keyEntr
 	if err != nil {
 		return false
 	}
-	if !bytes.Contains(cc, []byte("no-cache")) {
+	lookup := !bytes.Contains(cc, []byte("no-cache"))
+	if lookup {
 		// The common hit: L1, no context, the body copied once into a pooled buffer.
 		bp := hitBufs.Get().(*[]byte)
 		e, hit, ok := c.GetL1Append(k, (*bp)[:0])
@@ -94,9 +95,9 @@ func (w *Worker) cacheLookup(ctx *fasthttp.RequestCtx, x *exchange, key *keyEntr
 		}
 	}
 	x.rec.Cache = cache.TierMiss.String()
-	if !bytes.Contains(cc, []byte("no-cache")) {
+	if lookup {
 		lctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		e, tier, ok := c.Get(lctx, k)
+		e, tier, ok := c.GetL2(lctx, k) // L1 was looked at above
 		if !ok && st.semantic {
 			var m cache.Match
 			if e, m, ok = c.SemanticGet(lctx, st.sreq, st.vec); ok {

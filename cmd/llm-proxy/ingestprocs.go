@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"runtime"
 	"sync"
 	"time"
 
@@ -138,6 +137,3 @@ func followIngest(ctx context.Context, slot *shm.Slot, every time.Duration, setP
 		}
 	}
 }
-
-// gomaxprocs is runtime.GOMAXPROCS as a value.
-var gomaxprocs = runtime.GOMAXPROCS

@@ -135,7 +135,7 @@ func runWorker(stderr io.Writer) error {
 		ingest = newCatchUp(behind, logger.Named("ingest")).wrap(ingest)
 		followCtx, stopFollow := context.WithCancel(context.Background())
 		defer stopFollow()
-		go followIngest(followCtx, behind, 250*time.Millisecond, gomaxprocs)
+		go followIngest(followCtx, behind, 250*time.Millisecond, runtime.GOMAXPROCS)
 	}
 	coord.AddTask(ingest)
 	// Request bodies (LOG_BODIES) have a spool directory of their own; the task runs even
