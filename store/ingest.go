@@ -25,7 +25,7 @@ var ErrFenced = errors.New("store: fenced: lease epoch changed")
 
 // IngestResult counts what one IngestSpools pass did.
 type IngestResult struct {
-	Rows    int // request_logs rows inserted (replayed duplicates not counted)
+	Rows    int // request_logs rows inserted
 	Files   int // spool files read
 	Deleted int // spool files removed after being fully ingested
 	// Backlog is how many bytes of records this pass found waiting and took:
@@ -40,8 +40,9 @@ const maxLineBytes = 1 << 20
 // request_logs. Each file is read from its committed offset (spool_offsets, keyed by the
 // name without its suffix, so sealing between two passes is harmless); only complete lines
 // are taken, so a record being written is picked up by the next pass. At most maxBatch rows
-// go into each BEGIN IMMEDIATE transaction together with the new offset, and request_id is
-// unique (INSERT OR IGNORE), so a replayed batch inserts nothing twice.
+// go into each BEGIN IMMEDIATE transaction together with the new offset, which moves only
+// from the offset the batch was read at: every record is inserted exactly once, and a
+// batch read by an ingest that lost a race commits nothing (errOffsetMoved).
 //
 // If epoch > 0 every transaction first checks leader.epoch = epoch and returns ErrFenced,
 // committing nothing, when it differs. A corrupt line is logged and skipped.
@@ -235,7 +236,7 @@ func (s *Store) ingestFile(ctx context.Context, path, base string, finished bool
 		if next == offset {
 			break
 		}
-		n, err := s.commitBatch(ctx, base, batch, next, epoch)
+		n, err := s.commitBatch(ctx, base, batch, offset, next, epoch)
 		if err != nil {
 			return rows, false, err
 		}
@@ -257,20 +258,26 @@ func (s *Store) ingestFile(ctx context.Context, path, base string, finished bool
 
 func (s *Store) spoolOffset(ctx context.Context, base string) (int64, error) {
 	var off int64
-	err := s.read(ctx, func(conn *sqlite.Conn) error {
-		stmt := conn.Prep("SELECT offset FROM spool_offsets WHERE spool = :spool")
-		defer stmt.Reset()
-		stmt.SetText(":spool", base)
-		row, err := stmt.Step()
-		if row {
-			off = stmt.ColumnInt64(0)
-		}
+	err := s.read(ctx, func(conn *sqlite.Conn) (err error) {
+		off, err = readSpoolOffset(conn, base)
 		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("store: ingest: read offset: %w", err)
 	}
 	return off, nil
+}
+
+// readSpoolOffset is how far spool base is ingested; 0 before its first batch.
+func readSpoolOffset(conn *sqlite.Conn, base string) (int64, error) {
+	stmt := conn.Prep("SELECT offset FROM spool_offsets WHERE spool = :spool")
+	defer stmt.Reset()
+	stmt.SetText(":spool", base)
+	row, err := stmt.Step()
+	if err != nil || !row {
+		return 0, err
+	}
+	return stmt.ColumnInt64(0), nil
 }
 
 // checkEpoch returns ErrFenced unless leader.epoch = epoch; epoch <= 0 skips the check.
@@ -290,59 +297,49 @@ func checkEpoch(conn *sqlite.Conn, epoch int64) error {
 	return nil
 }
 
-// commitBatch inserts batch and moves base's offset to next in one transaction.
-func (s *Store) commitBatch(ctx context.Context, base string, batch []spool.Record, next, epoch int64) (int, error) {
+// errOffsetMoved: a batch's spool offset moved after the batch was read, so another
+// ingest took these records first.
+var errOffsetMoved = errors.New("spool offset moved since the batch was read")
+
+// commitBatch inserts batch, read from base at offset from, and moves base's offset to next,
+// in one transaction that commits nothing unless the offset is still from.
+func (s *Store) commitBatch(ctx context.Context, base string, batch []spool.Record, from, next, epoch int64) (int, error) {
 	var inserted int
 	err := s.writeRetry(ctx, func(conn *sqlite.Conn) error {
 		inserted = 0
 		if err := checkEpoch(conn, epoch); err != nil {
 			return err
 		}
-		// Positional parameters: binding by name costs a lookup per column per row,
-		// and this loop runs once for every request the gateway answers.
-		ins := conn.Prep(`INSERT OR IGNORE INTO request_logs
-			(request_id, ts_ms, worker, key_id, endpoint, model, upstream, upstream_model, status, stream,
-			 latency_us, ttfb_us, prompt_tokens, completion_tokens, error_class,
-			 attempts, attempt_count, cache, route, tokens_estimated, cost_micro_usd)
-			VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)`)
-		for i := range batch {
-			r := &batch[i]
-			ins.BindText(1, r.RequestID)
-			ins.BindInt64(2, r.TsMs)
-			ins.BindInt64(3, int64(r.Worker))
-			if r.KeyID == 0 {
-				ins.BindNull(4)
-			} else {
-				ins.BindInt64(4, r.KeyID)
+		if off, err := readSpoolOffset(conn, base); err != nil {
+			return err
+		} else if off != from {
+			return fmt.Errorf("%w: %s is at %d, the batch starts at %d", errOffsetMoved, base, off, from)
+		}
+		// Rows go in insertRows at a time: a statement's cursors on the table and its
+		// indexes are opened and closed once per execution, which per row cost as
+		// much as an index insert. Parameters are positional: binding by name costs a
+		// lookup per column per row.
+		many := conn.Prep(insertLogsMany)
+		for len(batch) >= insertRows {
+			for i := range insertRows {
+				bindLogRow(many, i*logColumns, &batch[i])
 			}
-			ins.BindText(5, r.Endpoint)
-			ins.BindText(6, r.Model)
-			ins.BindText(7, r.Upstream)
-			ins.BindText(8, r.UpstreamModel)
-			ins.BindInt64(9, int64(r.Status))
-			ins.BindBool(10, r.Stream)
-			ins.BindInt64(11, r.LatencyUs)
-			ins.BindInt64(12, r.TtfbUs)
-			ins.BindInt64(13, int64(r.PromptTokens))
-			ins.BindInt64(14, int64(r.CompletionTokens))
-			ins.BindText(15, r.ErrorClass)
-			if r.Attempts == "" {
-				ins.BindText(16, "[]")
-			} else {
-				ins.BindText(16, r.Attempts)
+			n, err := stepInsert(conn, many)
+			if err != nil {
+				return err
 			}
-			ins.BindInt64(17, int64(r.AttemptCount))
-			ins.BindText(18, r.Cache)
-			ins.BindText(19, r.Route)
-			ins.BindBool(20, r.TokensEstimated)
-			ins.BindInt64(21, r.CostMicroUSD)
-			if _, err := ins.Step(); err != nil {
-				ins.Reset()
-				return fmt.Errorf("insert request log: %w", err)
-			}
-			inserted += conn.Changes()
-			if err := ins.Reset(); err != nil {
-				return fmt.Errorf("insert request log: %w", err)
+			inserted += n
+			batch = batch[insertRows:]
+		}
+		if len(batch) > 0 {
+			one := conn.Prep(insertLogsOne)
+			for i := range batch {
+				bindLogRow(one, 0, &batch[i])
+				n, err := stepInsert(conn, one)
+				if err != nil {
+					return err
+				}
+				inserted += n
 			}
 		}
 		return saveSpoolOffset(conn, base, next)
@@ -354,6 +351,88 @@ func (s *Store) commitBatch(ctx context.Context, base string, batch []spool.Reco
 		return 0, fmt.Errorf("store: ingest: commit batch: %w", err)
 	}
 	return inserted, nil
+}
+
+// insertRows is how many rows one execution of insertLogsMany inserts.
+const insertRows = 32
+
+// logColumns is how many parameters one row binds.
+const logColumns = 21
+
+const insertLogsHead = `INSERT INTO request_logs
+	(request_id, ts_ms, worker, key_id, endpoint, model, upstream, upstream_model, status, stream,
+	 latency_us, ttfb_us, prompt_tokens, completion_tokens, error_class,
+	 attempts, attempt_count, cache, route, tokens_estimated, cost_micro_usd) VALUES `
+
+var (
+	insertLogsOne  = insertLogsHead + logValues(1)
+	insertLogsMany = insertLogsHead + logValues(insertRows)
+)
+
+// logValues is the VALUES list of n rows with numbered parameters (?1 to ?n*logColumns).
+func logValues(n int) string {
+	var b strings.Builder
+	for r := range n {
+		if r > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('(')
+		for c := range logColumns {
+			if c > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteByte('?')
+			b.WriteString(strconv.Itoa(r*logColumns + c + 1))
+		}
+		b.WriteByte(')')
+	}
+	return b.String()
+}
+
+// bindLogRow binds r to the logColumns parameters after base, in insertLogsHead's order.
+func bindLogRow(ins *sqlite.Stmt, base int, r *spool.Record) {
+	ins.BindText(base+1, r.RequestID)
+	ins.BindInt64(base+2, r.TsMs)
+	ins.BindInt64(base+3, int64(r.Worker))
+	if r.KeyID == 0 {
+		ins.BindNull(base + 4)
+	} else {
+		ins.BindInt64(base+4, r.KeyID)
+	}
+	ins.BindText(base+5, r.Endpoint)
+	ins.BindText(base+6, r.Model)
+	ins.BindText(base+7, r.Upstream)
+	ins.BindText(base+8, r.UpstreamModel)
+	ins.BindInt64(base+9, int64(r.Status))
+	ins.BindBool(base+10, r.Stream)
+	ins.BindInt64(base+11, r.LatencyUs)
+	ins.BindInt64(base+12, r.TtfbUs)
+	ins.BindInt64(base+13, int64(r.PromptTokens))
+	ins.BindInt64(base+14, int64(r.CompletionTokens))
+	ins.BindText(base+15, r.ErrorClass)
+	if r.Attempts == "" {
+		ins.BindText(base+16, "[]")
+	} else {
+		ins.BindText(base+16, r.Attempts)
+	}
+	ins.BindInt64(base+17, int64(r.AttemptCount))
+	ins.BindText(base+18, r.Cache)
+	ins.BindText(base+19, r.Route)
+	ins.BindBool(base+20, r.TokensEstimated)
+	ins.BindInt64(base+21, r.CostMicroUSD)
+}
+
+// stepInsert runs a bound insert and returns the rows it inserted.
+func stepInsert(conn *sqlite.Conn, ins *sqlite.Stmt) (int, error) {
+	if _, err := ins.Step(); err != nil {
+		ins.Reset()
+		return 0, fmt.Errorf("insert request log: %w", err)
+	}
+	n := conn.Changes()
+	if err := ins.Reset(); err != nil {
+		return 0, fmt.Errorf("insert request log: %w", err)
+	}
+	return n, nil
 }
 
 // saveSpoolOffset records how far spool key is ingested, in the transaction of the

@@ -1,7 +1,9 @@
 package store
 
 import (
+	"io/fs"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"testing/fstest"
@@ -159,5 +161,90 @@ func TestListMigrationsRejects(t *testing.T) {
 	}
 	if want := []int64{1, 2, 10}; !slices.Equal(order, want) {
 		t.Errorf("order = %v, want %v", order, want)
+	}
+}
+
+// TestMigrateRebuildsRequestLogs: 0009 rebuilds request_logs without UNIQUE(request_id);
+// rows keep their ids and values (the stats watermark and log cursors are ids), and the
+// table keeps its two indexes.
+func TestMigrateRebuildsRequestLogs(t *testing.T) {
+	ctx := testContext(t)
+	s, err := Open(ctx, testConfig(t), nil, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	list, err := listMigrations(migrations.FS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := fstest.MapFS{}
+	for _, m := range list {
+		if m.version >= 9 {
+			continue
+		}
+		b, err := fs.ReadFile(migrations.FS, m.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[m.name] = &fstest.MapFile{Data: b}
+	}
+	if _, err := s.migrate(ctx, before); err != nil {
+		t.Fatal(err)
+	}
+	const cols = `(id, request_id, ts_ms, worker, key_id, endpoint, model, upstream, upstream_model, status, stream,
+		latency_us, ttfb_us, prompt_tokens, completion_tokens, error_class, attempts, attempt_count, cache, route,
+		tokens_estimated, cost_micro_usd)`
+	exec := func(q string) error {
+		return s.write(ctx, func(conn *sqlite.Conn) error { return sqlitex.ExecuteTransient(conn, q, nil) })
+	}
+	if err := exec(`INSERT INTO request_logs ` + cols + ` VALUES
+		(5, 'req_a', 1000, 1, 7, 'chat', 'gpt', 'up', 'gpt-x', 200, 1, 10, 5, 3, 4, '', '[{"upstream":"up"}]', 1, 'miss', 'r', 1, 42),
+		(9, 'req_b', 2000, 2, NULL, 'embeddings', 'e', '', '', 401, 0, 1, 0, 0, 0, 'auth', '[]', 0, '', '', 0, 0)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := exec(`INSERT INTO request_logs ` + cols + ` VALUES (10, 'req_a', 3000, 1, 7, 'chat', 'gpt', 'up', 'gpt-x', 200, 1, 10, 5, 3, 4, '', '[]', 1, '', '', 0, 0)`); err == nil {
+		t.Fatal("before 0009 a repeated request_id must be refused")
+	}
+	if n, err := s.Migrate(ctx); err != nil || n != len(list)-len(before) {
+		t.Fatalf("Migrate: %d, %v; want %d", n, err, len(list)-len(before))
+	}
+	var got []string
+	err = s.read(ctx, func(conn *sqlite.Conn) error {
+		return sqlitex.ExecuteTransient(conn, `SELECT id, request_id, ts_ms, worker, ifnull(key_id, 'null'), endpoint, model, upstream,
+			upstream_model, status, stream, latency_us, ttfb_us, prompt_tokens, completion_tokens, error_class, attempts,
+			attempt_count, cache, route, tokens_estimated, cost_micro_usd FROM request_logs ORDER BY id`, &sqlitex.ExecOptions{
+			ResultFunc: func(stmt *sqlite.Stmt) error {
+				var row []string
+				for i := range stmt.ColumnCount() {
+					row = append(row, stmt.ColumnText(i))
+				}
+				got = append(got, strings.Join(row, "|"))
+				return nil
+			}})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		`5|req_a|1000|1|7|chat|gpt|up|gpt-x|200|1|10|5|3|4||[{"upstream":"up"}]|1|miss|r|1|42`,
+		`9|req_b|2000|2|null|embeddings|e|||401|0|1|0|0|0|auth|[]|0|||0|0`,
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("rows after 0009:\n got %q\nwant %q", got, want)
+	}
+	if err := exec(`INSERT INTO request_logs ` + cols + ` VALUES (10, 'req_a', 3000, 1, 7, 'chat', 'gpt', 'up', 'gpt-x', 200, 1, 10, 5, 3, 4, '', '[]', 1, '', '', 0, 0)`); err != nil {
+		t.Errorf("after 0009 request_id is not unique: %v", err)
+	}
+	var idx []string
+	err = s.read(ctx, func(conn *sqlite.Conn) error {
+		return sqlitex.ExecuteTransient(conn, `SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'request_logs' ORDER BY name`,
+			&sqlitex.ExecOptions{ResultFunc: func(stmt *sqlite.Stmt) error { idx = append(idx, stmt.ColumnText(0)); return nil }})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"request_logs_key", "request_logs_ts"}; !slices.Equal(idx, want) {
+		t.Errorf("indexes: got %q, want %q", idx, want)
 	}
 }
