@@ -183,11 +183,14 @@ func (s *Store) ingestFile(ctx context.Context, path, base string, finished bool
 	}
 	br := bufio.NewReaderSize(f, 256<<10)
 	batch := make([]spool.Record, 0, min(maxBatch, 4096))
+	// The batch's lines, which its records' strings point into (ParseRecordShared):
+	// kept until the batch commits, then reused.
+	lines := make([]byte, 0, 128<<10)
 	var long []byte   // a line longer than br's buffer, being assembled (capped at maxLineBytes)
 	var longLen int64 // bytes of that line consumed so far, which is what the offset counts
 	atEOF := false
 	for !atEOF {
-		batch = batch[:0]
+		batch, lines = batch[:0], lines[:0]
 		next := offset
 		for len(batch) < maxBatch {
 			if longLen == 0 {
@@ -225,7 +228,8 @@ func (s *Store) ingestFile(ctx context.Context, path, base string, finished bool
 			}
 			lineOffset := next
 			next += size
-			rec, perr := spool.ParseRecord(line)
+			lines = append(lines, line...)
+			rec, perr := spool.ParseRecordShared(lines[len(lines)-len(line):])
 			if perr != nil {
 				// Logged once: the offset moves past it with the next commit.
 				s.logger.Warn("spool: skipping corrupt record", "spool", base, "offset", lineOffset, "error", perr)

@@ -46,6 +46,9 @@ func FuzzParseRecord(f *testing.F) {
 				t.Fatalf("ParseRecord(%q) = %+v, encoding/json reads %+v", line, got, want)
 			}
 		}
+		if shared, serr := ParseRecordShared(line); (serr == nil) != (err == nil) || shared != got {
+			t.Fatalf("ParseRecordShared(%q) = %+v, %v; ParseRecord %+v, %v", line, shared, serr, got, err)
+		}
 
 		in := Record{RequestID: "id-" + s, TsMs: n, Worker: int(n % 1000), KeyID: -n, Model: s, Upstream: s,
 			Status: int(n & 0x3ff), Stream: b, LatencyUs: n, ErrorClass: s, Attempts: s, Route: s, CostMicroUSD: n}

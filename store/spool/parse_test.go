@@ -35,7 +35,7 @@ func TestParseFastMatchesJSON(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var got Record
-			if ok := parseFast(tt.line, &got); ok != tt.wantFast {
+			if ok := parseFast(tt.line, &got, false); ok != tt.wantFast {
 				t.Fatalf("parseFast ok = %v, want %v", ok, tt.wantFast)
 			}
 			if !tt.wantFast {
@@ -48,7 +48,37 @@ func TestParseFastMatchesJSON(t *testing.T) {
 			if got != want {
 				t.Errorf("parseFast = %+v, want %+v", got, want)
 			}
+			var shared Record
+			if !parseFast(tt.line, &shared, true) || shared != want {
+				t.Errorf("parseFast shared = %+v, want %+v", shared, want)
+			}
 		})
+	}
+}
+
+// TestParseRecordShared: the shared parse's strings are line's bytes (so line must
+// outlive the record), ParseRecord's are copies.
+func TestParseRecordShared(t *testing.T) {
+	r := typicalRecord()
+	line := AppendRecord(nil, &r)
+	copied, err := ParseRecord(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared, err := ParseRecordShared(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if shared != copied {
+		t.Fatalf("shared %+v, copied %+v", shared, copied)
+	}
+	i := len(`{"request_id":"`)
+	line[i] = 'Z'
+	if copied.RequestID != r.RequestID {
+		t.Errorf("ParseRecord's request id changed with the line: %q", copied.RequestID)
+	}
+	if want := "Z" + r.RequestID[1:]; shared.RequestID != want {
+		t.Errorf("shared request id = %q, want %q (the line's bytes)", shared.RequestID, want)
 	}
 }
 
@@ -58,6 +88,17 @@ func BenchmarkParseRecord(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := ParseRecord(line); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkParseRecordShared(b *testing.B) {
+	r := typicalRecord()
+	line := AppendRecord(nil, &r)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseRecordShared(line); err != nil {
 			b.Fatal(err)
 		}
 	}
