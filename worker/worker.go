@@ -236,7 +236,7 @@ func (w *Worker) Serve(ln net.Listener) error {
 	}
 	w.ln = ln
 	w.lnMu.Unlock()
-	if err := w.server.Serve(ln); err != nil && !w.draining.Load() {
+	if err := w.server.Serve(yieldListener{ln}); err != nil && !w.draining.Load() {
 		return fmt.Errorf("worker: serve: %w", err)
 	}
 	return nil

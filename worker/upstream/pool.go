@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -54,6 +55,11 @@ type conn struct {
 	werr   error // last write error to nc
 	stop   func() bool
 	reused bool // has carried a request before this one
+	// wrote: the last call was a write. The first read after a request is
+	// written yields the processor first: the upstream has had no time to
+	// answer, and a read now would only fail with EAGAIN and park (the
+	// server side does the same, worker/yieldconn.go).
+	wrote bool
 
 	idleSince time.Time
 	canceled  atomic.Bool
@@ -93,6 +99,10 @@ func newConn(p *hostPool, nc net.Conn) *conn {
 }
 
 func (cn *conn) Read(p []byte) (int, error) {
+	if cn.wrote {
+		cn.wrote = false
+		runtime.Gosched()
+	}
 	n, err := cn.nc.Read(p)
 	cn.nread += int64(n)
 	if err != nil {
@@ -102,6 +112,7 @@ func (cn *conn) Read(p []byte) (int, error) {
 }
 
 func (cn *conn) Write(p []byte) (int, error) {
+	cn.wrote = true
 	n, err := cn.nc.Write(p)
 	if err != nil {
 		cn.werr = err
