@@ -204,9 +204,9 @@ func (c *Cache) GetL2(ctx context.Context, key Key) (Entry, Tier, bool) {
 // GetL1Append looks key up in L1 only and appends the answer's body to dst: the
 // request path's first step, which needs no context and allocates nothing. The
 // returned Entry has no Body (it is in the returned slice) and no Namespace. On a
-// miss the caller goes on with GetL2.
-func (c *Cache) GetL1Append(key Key, dst []byte) (Entry, []byte, bool) {
-	e, out, ok := c.l1.GetAppend(key, c.now(), dst)
+// miss the caller goes on with GetL2. now is the request's time, which the caller has.
+func (c *Cache) GetL1Append(key Key, now time.Time, dst []byte) (Entry, []byte, bool) {
+	e, out, ok := c.l1.GetAppend(key, now, dst)
 	if ok {
 		c.countHit(key)
 	}

@@ -36,11 +36,17 @@ func NewL1(mb int) *L1 {
 	return &L1{size: max(mb*1024*1024, minL1Bytes), bufs: sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}}
 }
 
+// coarseClock is freecache's clock for every L1 in the process: a second counter
+// updated once a second, instead of a clock read on every lookup. freecache keeps
+// whole seconds anyway; entries carry their own millisecond expiry, which GetAppend
+// checks against the caller's time.
+var coarseClock = sync.OnceValue(func() freecache.Timer { return freecache.NewCachedTimer() })
+
 // made returns the freecache, nil before the first Set.
 func (l *L1) made() *freecache.Cache { return l.fc.Load() }
 
 func (l *L1) make() *freecache.Cache {
-	l.once.Do(func() { l.fc.Store(freecache.NewCache(l.size)) })
+	l.once.Do(func() { l.fc.Store(freecache.NewCacheCustomTimer(l.size, coarseClock())) })
 	return l.fc.Load()
 }
 

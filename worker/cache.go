@@ -71,7 +71,7 @@ func (w *Worker) cacheLookup(ctx *fasthttp.RequestCtx, x *exchange, key *keyEntr
 	if lookup {
 		// The common hit: L1, no context, the body copied once into a pooled buffer.
 		bp := hitBufs.Get().(*[]byte)
-		e, hit, ok := c.GetL1Append(k, (*bp)[:0])
+		e, hit, ok := c.GetL1Append(k, x.started, (*bp)[:0])
 		if ok {
 			x.rec.Cache = cache.TierL1.String()
 			w.serveCachedBody(ctx, x, e, hit)
