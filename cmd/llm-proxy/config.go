@@ -540,7 +540,8 @@ Usage:
   llm-proxy --help               print this help
 
 Signals to the gateway: SIGTERM/SIGINT drain and exit 0; SIGHUP reloads settings and
-restarts the workers one at a time; SIGUSR2 replaces the workers with the binary on disk.
+restarts the workers one at a time (a change to the settings table does the same by
+itself within 2 s); SIGUSR2 replaces the workers with the binary on disk.
 
 If OPENAI_API_KEY is set at the first start and no upstream exists, an upstream named
 "openai" (https://api.openai.com/v1, every model) is created with that key.

@@ -136,15 +136,25 @@ func runSupervisor(stderr io.Writer) error {
 		// Reload and upgrade: SIGHUP re-reads the settings table and rolls the workers one
 		// slot at a time (new workers read the settings themselves); SIGUSR2 rolls too, and
 		// since every start re-executes the path on disk, that is the binary upgrade. A
-		// roll in progress is abandoned when the group stops: Run drains every worker anyway.
+		// change to the settings table (the web admin, the CLI) is a SIGHUP the operator
+		// does not have to send: the settings counter is polled. A roll in progress is
+		// abandoned when the group stops: Run drains every worker anyway.
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error {
+			watch := newSettingsWatch(ctx, st, logger)
+			tick := time.NewTicker(settingsPoll)
+			defer tick.Stop()
 			for {
 				select {
 				case <-ctx.Done():
 					return nil
 				case sig := <-rollSig:
-					handleRoll(ctx, sig, cfg, st, sup, logger)
+					watch.changed(ctx) // this roll applies whatever changed until now
+					handleRoll(ctx, rollCauseOf(sig), cfg, st, sup, logger)
+				case <-tick.C:
+					if watch.changed(ctx) {
+						handleRoll(ctx, causeSettings, cfg, st, sup, logger)
+					}
 				}
 			}
 		}, func(error) {
@@ -323,33 +333,85 @@ func ensureOpenAIUpstream(ctx context.Context, st *store.Store, apiKey string, l
 	return true, nil
 }
 
-// handleRoll serves one SIGHUP or SIGUSR2.
-func handleRoll(ctx context.Context, sig os.Signal, cfg *Config, st *store.Store, sup *supervisor.Supervisor, logger hclog.Logger) {
-	if sig == syscall.SIGHUP {
+// settingsPoll is how often the supervisor looks for a change to the settings table.
+const settingsPoll = 2 * time.Second
+
+// settingsWatch notices changes to the settings table by its change counter
+// (store.Generations), whichever process made them.
+type settingsWatch struct {
+	st     *store.Store
+	logger hclog.Logger
+	gen    int64
+	known  bool // gen has been read
+}
+
+func newSettingsWatch(ctx context.Context, st *store.Store, logger hclog.Logger) *settingsWatch {
+	w := &settingsWatch{st: st, logger: logger}
+	w.changed(ctx)
+	return w
+}
+
+// changed reports whether the counter moved since the last call. A failed read
+// reports no change (the next poll tries again).
+func (w *settingsWatch) changed(ctx context.Context) bool {
+	rctx, cancel := context.WithTimeout(ctx, settingsPoll)
+	g, err := w.st.Generations(rctx)
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil {
+			w.logger.Warn("could not read the settings counter", "error", err)
+		}
+		return false
+	}
+	moved := w.known && g.Settings != w.gen
+	w.gen, w.known = g.Settings, true
+	return moved
+}
+
+// rollCause says why the workers roll, and whether the settings are read again first.
+type rollCause struct {
+	name   string // for the log: SIGHUP, SIGUSR2, "settings changed"
+	reload bool
+}
+
+var causeSettings = rollCause{name: "settings changed", reload: true}
+
+func rollCauseOf(sig os.Signal) rollCause {
+	name, ok := signalNames[sig]
+	if !ok {
+		name = sig.String()
+	}
+	return rollCause{name: name, reload: sig == syscall.SIGHUP}
+}
+
+// handleRoll serves one SIGHUP, SIGUSR2 or settings change.
+func handleRoll(ctx context.Context, cause rollCause, cfg *Config, st *store.Store, sup *supervisor.Supervisor, logger hclog.Logger) {
+	label := cause.name
+	if cause.reload {
 		rctx, cancel := context.WithTimeout(ctx, startupTimeout)
 		next, err := reloadConfig(rctx, st)
 		cancel()
 		if err != nil {
 			// New workers would fail on the same value and crash-loop; keep the old ones.
-			logger.Error("SIGHUP: settings are invalid; workers not restarted", "error", oneLine(err.Error()))
+			logger.Error(label+": settings are invalid; workers not restarted", "error", oneLine(err.Error()))
 			return
 		}
 		if next.Addr() != cfg.Addr() || next.SupervisorConfig != cfg.SupervisorConfig || next.LogDir != cfg.LogDir {
-			logger.Warn("SIGHUP: listen address, worker count, supervisor timings and LOG_DIR change only at a full restart")
+			logger.Warn(label + ": listen address, worker count, supervisor timings and LOG_DIR change only at a full restart")
 		}
 		logger.SetLevel(levelOf(next.LogLevel))
-		logger.Info("SIGHUP: settings reloaded, rolling workers")
+		logger.Info(label + ": settings reloaded, rolling workers")
 	} else {
-		logger.Info("SIGUSR2: starting workers from the binary on disk")
+		logger.Info(label + ": starting workers from the binary on disk")
 	}
 	start := time.Now()
 	if err := sup.Roll(ctx); err != nil {
 		if ctx.Err() == nil {
-			logger.Error("rolling restart failed; the remaining old workers keep serving", "signal", sig.String(), "error", err)
+			logger.Error("rolling restart failed; the remaining old workers keep serving", "cause", label, "error", err)
 		}
 		return
 	}
-	logger.Info("rolling restart done", "signal", sig.String(), "took", time.Since(start).Round(time.Millisecond))
+	logger.Info("rolling restart done", "cause", label, "took", time.Since(start).Round(time.Millisecond))
 }
 
 // drainSpools ingests every spool file until a pass finds nothing more.

@@ -105,7 +105,7 @@ func (a *Admin) putSettings(c *call) {
 		return
 	}
 	c.json(fasthttp.StatusOK, map[string]any{"data": list,
-		"note": "Saved. Running workers use the new values after a restart or SIGHUP to the supervisor."})
+		"note": "Saved. Within a few seconds the workers restart one at a time with the new values, without dropping requests."})
 }
 
 // Statistics.

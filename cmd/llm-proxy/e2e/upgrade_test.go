@@ -88,12 +88,12 @@ func sameCounts(a, b map[int]int64) bool {
 }
 
 // waitRollDone waits for one more "rolling restart done" line than before.
-func (g *gateway) waitRollDone(t *testing.T, before int, sig syscall.Signal) {
+func (g *gateway) waitRollDone(t *testing.T, before int, cause string) {
 	t.Helper()
 	deadline := time.Now().Add(rollBound)
 	for len(g.logLines(t, "llm-proxy.log", "rolling restart done")) == before {
 		if time.Now().After(deadline) {
-			t.Fatalf("no \"rolling restart done\" within %s of %s", rollBound, sig)
+			t.Fatalf("no \"rolling restart done\" within %s of %s", rollBound, cause)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -182,7 +182,7 @@ func TestUpgradeInPlace(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	g.waitRollDone(t, rollsBefore, syscall.SIGUSR2)
+	g.waitRollDone(t, rollsBefore, "SIGUSR2")
 	g.waitExited(t, oldPIDs, rollBound-time.Since(sigAt))
 	took := time.Since(sigAt)
 	if took > rollBound {
@@ -322,51 +322,55 @@ func bigChat(hc *http.Client, baseURL, key string) (int, string, error) {
 	return resp.StatusCode, string(b), err
 }
 
-// TestReloadAppliesSettings: LLM_PROXY_MAX_BODY_BYTES is stored in the settings table while
-// the gateway runs. The running workers keep the old limit (an 8 KiB body is served); after
-// SIGHUP every new worker refuses it with 413 naming the new limit, and the load of small
-// requests running throughout has no failure.
-func TestReloadAppliesSettings(t *testing.T) {
+// TestSettingsChangeRollsWorkers: LLM_PROXY_MAX_BODY_BYTES is stored in the settings table
+// while the gateway runs, as the web admin does, and nobody signals the supervisor. Within
+// rollBound it notices the change, re-reads the settings and rolls the workers: every new
+// worker refuses an 8 KiB body with 413 naming the new limit, and the load of small
+// requests running throughout has no failure. SIGHUP still re-reads and rolls on demand.
+func TestSettingsChangeRollsWorkers(t *testing.T) {
 	g, key := coordGateway(t, 2, fastCoordination(nil))
 	oldPIDs := g.waitWorkers(t, nil, startTimeout)
 	l := g.startLoad(t, key, loadOptions{clients: 2, maxPerClient: 20000})
 	l.waitServed(t, 50, 10*time.Second)
-
-	before := g.pinWorkers(t)
-	g.setSetting(t, "MAX_BODY_BYTES", "2048")
-	// Settings are read at worker start: the running workers still take the big body.
-	for pid, hc := range before {
+	for pid, hc := range g.pinWorkers(t) {
 		code, body, err := bigChat(hc, g.baseURL(), key)
 		if err != nil || code != http.StatusOK {
-			t.Fatalf("8 KiB chat to pid %d before SIGHUP: %d %v %.200s; want 200", pid, code, err, body)
+			t.Fatalf("8 KiB chat to pid %d before the change: %d %v %.200s; want 200", pid, code, err, body)
 		}
 	}
 
 	rollsBefore := len(g.logLines(t, "llm-proxy.log", "rolling restart done"))
-	if err := g.cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
-	sigAt := time.Now()
-	g.waitRollDone(t, rollsBefore, syscall.SIGHUP)
-	t.Logf("SIGHUP roll done in %s", time.Since(sigAt).Round(time.Millisecond))
-	if n := len(g.logLines(t, "llm-proxy.log", "SIGHUP: settings reloaded")); n != 1 {
-		t.Errorf("\"SIGHUP: settings reloaded\" lines: got %d, want 1", n)
+	g.setSetting(t, "MAX_BODY_BYTES", "2048")
+	setAt := time.Now()
+	g.waitRollDone(t, rollsBefore, "the settings change")
+	t.Logf("roll done %s after the settings change", time.Since(setAt).Round(time.Millisecond))
+	if n := len(g.logLines(t, "llm-proxy.log", "settings changed: settings reloaded, rolling workers")); n != 1 {
+		t.Errorf("\"settings changed: settings reloaded\" lines: got %d, want 1", n)
 	}
 
 	// "Roll done" means every slot has a ready new worker and the old ones were told to
 	// drain; wait until they are gone, so every connection below reaches a new worker.
 	g.waitExited(t, oldPIDs, 15*time.Second)
-	t.Logf("old workers gone %s after SIGHUP", time.Since(sigAt).Round(time.Millisecond))
+	t.Logf("old workers gone %s after the settings change", time.Since(setAt).Round(time.Millisecond))
 	after := g.pinWorkers(t)
 	for pid, hc := range after {
 		if _, old := oldPIDs[pid]; old {
-			t.Errorf("pid %d answers after the SIGHUP roll; it ran before it", pid)
+			t.Errorf("pid %d answers after the roll; it ran before it", pid)
 			continue
 		}
 		code, body, err := bigChat(hc, g.baseURL(), key)
 		if err != nil || code != http.StatusRequestEntityTooLarge || !strings.Contains(body, "2048") {
-			t.Errorf("8 KiB chat to new pid %d after SIGHUP: %d %v %.200s; want 413 naming the 2048-byte limit", pid, code, err, body)
+			t.Errorf("8 KiB chat to new pid %d after the change: %d %v %.200s; want 413 naming the 2048-byte limit", pid, code, err, body)
 		}
+	}
+
+	rollsBefore = len(g.logLines(t, "llm-proxy.log", "rolling restart done"))
+	if err := g.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	g.waitRollDone(t, rollsBefore, "SIGHUP")
+	if n := len(g.logLines(t, "llm-proxy.log", "SIGHUP: settings reloaded, rolling workers")); n != 1 {
+		t.Errorf("\"SIGHUP: settings reloaded\" lines: got %d, want 1", n)
 	}
 	l.waitServed(t, 50, 10*time.Second)
 	l.halt()
