@@ -112,6 +112,7 @@ type Cache struct {
 	cfg       Config
 	st        *store.Store
 	l1        *L1
+	keys      *keyMemo
 	emb       embed.Embedder // nil: no semantic tier
 	ix        *Index
 	threshold float32
@@ -143,7 +144,7 @@ func New(cfg Config, st *store.Store, emb embed.Embedder, logger hclog.Logger, c
 	if clock == nil {
 		clock = time.Now
 	}
-	c := &Cache{cfg: cfg, st: st, l1: NewL1(cfg.L1MB), emb: emb, logger: logger.Named("cache"), now: clock,
+	c := &Cache{cfg: cfg, st: st, l1: NewL1(cfg.L1MB), keys: newKeyMemo(), emb: emb, logger: logger.Named("cache"), now: clock,
 		hits: make(map[Key]int64)}
 	if emb != nil {
 		c.threshold = float32(cfg.SemanticThreshold)
@@ -199,6 +200,12 @@ func (c *Cache) GetL2(ctx context.Context, key Key) (Entry, Tier, bool) {
 	}
 	c.countHit(key)
 	return e, TierL2, true
+}
+
+// Key is NewKey(string(namespace), endpoint, model, body), answered from a memo of recent
+// bodies when this exact request was keyed before (see keyMemo).
+func (c *Cache) Key(namespace []byte, endpoint, model string, body []byte) (Key, error) {
+	return c.keys.key(namespace, endpoint, model, body)
 }
 
 // GetL1Append looks key up in L1 only and appends the answer's body to dst: the

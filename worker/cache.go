@@ -63,7 +63,7 @@ func (w *Worker) cacheLookup(ctx *fasthttp.RequestCtx, x *exchange, key *keyEntr
 	}
 	var nsBuf [48]byte
 	ns := appendNamespace(nsBuf[:0], c.Config(), key)
-	k, err := cache.NewKey(string(ns), ep.name, x.rec.Model, body)
+	k, err := c.Key(ns, ep.name, x.rec.Model, body)
 	if err != nil {
 		return false
 	}
