@@ -145,6 +145,10 @@ func (cn *conn) release() {
 // get returns a connection for one request: the most recently used live idle
 // one, or (fresh, or none idle) a new one when the host has a free slot, or the
 // first one freed while it waits. The wait ends with ctx.
+// alivePeekAfter is how long a connection must have been idle before it is peeked at
+// (alive) on reuse. Upstream idle timeouts are seconds (5 s and up in common servers).
+const alivePeekAfter = time.Second
+
 func (p *hostPool) get(ctx context.Context, fresh bool) (*conn, error) {
 	now := p.client.now()
 	idleTimeout := p.client.cfg.IdleTimeout
@@ -165,7 +169,10 @@ func (p *hostPool) get(ctx context.Context, fresh bool) (*conn, error) {
 				break
 			}
 			p.mu.Unlock()
-			if cn.alive() {
+			// Peeking costs a system call per request, and a connection back in the pool
+			// for less than alivePeekAfter is one an upstream's idle timeout has not
+			// closed; a rarer close in that window is caught by shouldRetry.
+			if now.Sub(cn.idleSince) < alivePeekAfter || cn.alive() {
 				return cn, nil
 			}
 			p.mu.Lock()

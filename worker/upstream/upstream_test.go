@@ -429,32 +429,50 @@ func TestStaleConnectionRetried(t *testing.T) {
 	}
 }
 
-// TestIdleCloseSeenBeforeReuse: an upstream that closed an idle connection
-// well before the next request is noticed before anything is written.
+// TestIdleCloseSeenBeforeReuse: an upstream that closed an idle connection is noticed
+// before anything is written when the connection has been idle alivePeekAfter or more
+// (no retry), and by the one retry when it was reused sooner (not peeked at).
 func TestIdleCloseSeenBeforeReuse(t *testing.T) {
-	srv := newRawServer(t, func(s *rawServer, c net.Conn, br *bufio.Reader, n int64) {
-		if _, _, err := s.readRequest(br); err != nil {
-			return
-		}
-		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-		if n == 1 {
-			return // closes the idle connection
-		}
-		okHandler("ok")(s, c, br, n)
-	})
-	c := New(Config{})
-	defer c.CloseIdle()
-	for i := 0; i < 2; i++ {
-		if _, _, err := doBuffered(t, c, "POST", srv.url(), "{}"); err != nil {
-			t.Fatalf("request %d: %v", i, err)
-		}
-		time.Sleep(50 * time.Millisecond) // let the FIN arrive
-	}
-	if got := c.Retries(); got != 0 {
-		t.Errorf("retries = %d, want 0 (closed connection dropped before use)", got)
-	}
-	if got := srv.requests.Load(); got != 2 {
-		t.Errorf("requests = %d, want 2", got)
+	for _, tt := range []struct {
+		name        string
+		idle        time.Duration
+		wantRetries int64
+	}{
+		{"idle long enough to be peeked at", alivePeekAfter, 0},
+		{"reused at once, not peeked at", 0, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newRawServer(t, func(s *rawServer, c net.Conn, br *bufio.Reader, n int64) {
+				if _, _, err := s.readRequest(br); err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				if n == 1 {
+					return // closes the idle connection
+				}
+				okHandler("ok")(s, c, br, n)
+			})
+			c := New(Config{})
+			defer c.CloseIdle()
+			var mu sync.Mutex
+			now := time.Now()
+			c.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+			for i := 0; i < 2; i++ {
+				if _, _, err := doBuffered(t, c, "POST", srv.url(), "{}"); err != nil {
+					t.Fatalf("request %d: %v", i, err)
+				}
+				time.Sleep(50 * time.Millisecond) // let the FIN arrive
+				mu.Lock()
+				now = now.Add(tt.idle)
+				mu.Unlock()
+			}
+			if got := c.Retries(); got != tt.wantRetries {
+				t.Errorf("retries = %d, want %d", got, tt.wantRetries)
+			}
+			if got := srv.requests.Load(); got != 2 {
+				t.Errorf("requests = %d, want 2 (the closed connection carried nothing)", got)
+			}
+		})
 	}
 }
 
