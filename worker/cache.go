@@ -189,7 +189,22 @@ func (w *Worker) cacheStore(x *exchange, body []byte) {
 	select {
 	case w.cacheJobs <- job:
 	default:
-		w.logger.Debug("cache write queue full; answer not cached", "request_id", x.rec.RequestID)
+		w.cacheWriteDropped()
+	}
+}
+
+// cacheWriteDropped counts an answer the full write queue turned away (a cache may miss,
+// a request must not wait) and warns at most once a minute, so an L2 that cannot keep
+// up is visible without a log line per request.
+func (w *Worker) cacheWriteDropped() {
+	if m := w.deps.Metrics; m != nil {
+		m.CacheWriteDropped()
+	}
+	now := time.Now().UnixNano()
+	last := w.cacheDropWarned.Load()
+	if now-last >= int64(time.Minute) && w.cacheDropWarned.CompareAndSwap(last, now) {
+		w.logger.Warn("cache write queue full: answers are served but not cached (llm_proxy_cache_writes_dropped_total counts them)",
+			"queue", cap(w.cacheJobs))
 	}
 }
 

@@ -80,7 +80,9 @@ type Worker struct {
 
 	prices    atomic.Pointer[limits.PriceTable]
 	cacheJobs chan cacheJob
-	sem       semExt // semantic routes and cache overrides (semroute.go)
+	// cacheDropWarned: unix nanoseconds of the last "cache write queue full" warning.
+	cacheDropWarned atomic.Int64
+	sem             semExt // semantic routes and cache overrides (semroute.go)
 
 	// tracing exports spans when LLM_PROXY_OTEL_ENDPOINT is set; nil: off.
 	tracing *tracing

@@ -69,6 +69,8 @@ var (
 		"Lease epoch of the current primary; it increases at every failover.", typeGauge, nil}
 	descBacklog = &desc{ns + "spool_backlog_bytes",
 		"Bytes of request records in spool files not yet ingested into the database.", typeGauge, nil}
+	descCacheDropped = &desc{ns + "cache_writes_dropped_total",
+		"Cacheable answers not cached because the cache write queue was full.", typeCounter, nil}
 )
 
 // hist accumulates one histogram series over the request series it aggregates.
@@ -219,6 +221,7 @@ func (m *Metrics) collect() []famSamples {
 		famSamples{descWorkers, []sample{{value: float64(m.workers.Load())}}},
 		famSamples{descEpoch, []sample{{value: float64(m.global.Load(gEpoch))}}},
 		famSamples{descBacklog, []sample{{value: float64(m.global.Load(gBacklog))}}},
+		famSamples{descCacheDropped, []sample{{value: float64(m.global.Load(gCacheDropped))}}},
 	)
 }
 

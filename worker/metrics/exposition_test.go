@@ -37,6 +37,8 @@ func goldenFixture(m *Metrics) {
 	m.SetCircuitOpen("azure", "gpt-4o", false)
 	m.SetPrimaryEpoch(3)
 	m.SetSpoolBacklog(4096)
+	m.CacheWriteDropped()
+	m.CacheWriteDropped()
 }
 
 // get GETs url with the given request headers, without the transport's transparent
@@ -68,6 +70,7 @@ func get(t *testing.T, url string, header map[string]string) (*http.Response, []
 // testdata/exposition.golden was written by the Prometheus client library's handler
 // (client_golang 1.25) on this fixture before the exposition was written here, so
 // names, labels, HELP texts, ordering, escaping and number formats stay as they were.
+// llm_proxy_cache_writes_dropped_total came later and was added by hand in that format.
 func TestExpositionGolden(t *testing.T) {
 	r := openRegion(t, filepath.Join(t.TempDir(), "m.shm"))
 	m := newMetrics(t, r)
@@ -300,7 +303,7 @@ b_total{k="z",m="a"} 1
 // that order) and every name is a valid Prometheus name.
 func TestDescs(t *testing.T) {
 	for _, d := range []*desc{descRequests, descDuration, descTTFT, descTokens, descCost, descHealthy,
-		descCircuit, descRetries, descLimited, descWorkers, descEpoch, descBacklog} {
+		descCircuit, descRetries, descLimited, descWorkers, descEpoch, descBacklog, descCacheDropped} {
 		if !model.LegacyValidation.IsValidMetricName(d.name) {
 			t.Errorf("%s: not a valid metric name", d.name)
 		}

@@ -59,10 +59,11 @@ const (
 
 // Words of the global slot.
 const (
-	gRetries  = 0
-	gEpoch    = 1
-	gBacklog  = 2
-	gUnrouted = 3 // request series created for unrouted requests
+	gRetries      = 0
+	gEpoch        = 1
+	gBacklog      = 2
+	gUnrouted     = 3 // request series created for unrouted requests
+	gCacheDropped = 4
 )
 
 const (
@@ -282,6 +283,10 @@ func (m *Metrics) circuitGauge(k labelKey) (*shm.Gauge, error) {
 	m.circuitShare.Store(&shares)
 	return g, nil
 }
+
+// CacheWriteDropped counts one answer that was not cached because the cache write queue
+// was full.
+func (m *Metrics) CacheWriteDropped() { m.global.Add(gCacheDropped, 1) }
 
 // SetPrimaryEpoch records the lease epoch of the current primary; the primary sets it
 // when it gains the lease.
