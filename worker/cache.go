@@ -200,9 +200,7 @@ func (w *Worker) cacheWriteDropped() {
 	if m := w.deps.Metrics; m != nil {
 		m.CacheWriteDropped()
 	}
-	now := time.Now().UnixNano()
-	last := w.cacheDropWarned.Load()
-	if now-last >= int64(time.Minute) && w.cacheDropWarned.CompareAndSwap(last, now) {
+	if w.cacheDropWarn.allow(time.Now(), time.Minute) {
 		w.logger.Warn("cache write queue full: answers are served but not cached (llm_proxy_cache_writes_dropped_total counts them)",
 			"queue", cap(w.cacheJobs))
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
@@ -13,23 +12,6 @@ import (
 	"github.com/llm-proxy/llm-proxy/store/shm"
 	"github.com/llm-proxy/llm-proxy/worker/metrics"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestCacheWriteDropped: answers the full write queue turns away are counted in
 // /metrics, and the log says so once, not once per answer.
@@ -43,7 +25,7 @@ func TestCacheWriteDropped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedBuffer{}
+	logs := &bytes.Buffer{} // cacheWriteDropped logs synchronously
 	w := &Worker{deps: Deps{Metrics: m}, cacheJobs: make(chan cacheJob, 1),
 		logger: hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Debug})}
 	for range 3 {

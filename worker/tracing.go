@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -85,13 +84,12 @@ func newTracing(cfg TraceConfig, version string, slot int, logger hclog.Logger) 
 		return nil, err
 	}
 	logger = logger.Named("tracing")
-	var lastErr atomic.Int64
+	var errs throttle
 	exp := otlp.NewExporter(otlp.ExporterOptions{URL: u.String(), BatchTimeout: cfg.OTelBatchTimeout,
 		Gzip: cfg.OTelGzip, Headers: headers,
 		OnError: func(err error) {
 			// At most one line a minute: a collector that is down must not flood the log.
-			now := time.Now().UnixNano()
-			if last := lastErr.Load(); now-last >= int64(time.Minute) && lastErr.CompareAndSwap(last, now) {
+			if errs.allow(time.Now(), time.Minute) {
 				logger.Warn("span export failed; spans are dropped while the collector refuses them", "error", err)
 			}
 		}}, otlp.Source{

@@ -78,11 +78,10 @@ type Worker struct {
 	routes atomic.Pointer[routing.Table]
 	gens   store.Generations
 
-	prices    atomic.Pointer[limits.PriceTable]
-	cacheJobs chan cacheJob
-	// cacheDropWarned: unix nanoseconds of the last "cache write queue full" warning.
-	cacheDropWarned atomic.Int64
-	sem             semExt // semantic routes and cache overrides (semroute.go)
+	prices        atomic.Pointer[limits.PriceTable]
+	cacheJobs     chan cacheJob
+	cacheDropWarn throttle // "cache write queue full" warnings
+	sem           semExt   // semantic routes and cache overrides (semroute.go)
 
 	// tracing exports spans when LLM_PROXY_OTEL_ENDPOINT is set; nil: off.
 	tracing *tracing
